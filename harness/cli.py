@@ -1,0 +1,205 @@
+"""The ``routerbench`` command."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import pandas as pd
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from harness.dataset import AppendResult, Store, default_store_uri
+from harness.errors import UserError
+from harness.importers import EXPORTS, ImportBatch, load_sources
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, help="Evaluate LLM routers on recorded outcomes.")
+data_app = typer.Typer(no_args_is_help=True, help="Inspect and maintain the outcome store.")
+app.add_typer(data_app, name="data")
+# Piped output (CI logs, `ray job logs`) gets wide tables instead of rich's 80-column default.
+console = Console(width=None if sys.stdout.isatty() else 132, soft_wrap=True)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 400)
+
+StoreOpt = Annotated[
+    str,
+    typer.Option("--store", envvar="ROUTERBENCH_STORE", help="Store location: a path or pyarrow URI (s3://…).", show_default="~/.routerbench/store"),
+]
+
+
+def _store(uri: str | None) -> Store:
+    return Store(uri or default_store_uri())
+
+
+def _csv(value: str | None) -> tuple[str, ...] | None:
+    return tuple(v.strip() for v in value.split(",") if v.strip()) if value else None
+
+
+def _import(store: Store, sources: list[str], on_ambiguous: str, overwrite: bool, refresh: bool) -> tuple[ImportBatch, AppendResult]:
+    with console.status("reading sources…"):
+        batch = load_sources(sources, on_ambiguous=on_ambiguous, refresh=refresh)
+    with console.status(f"writing {len(batch.outcomes)} outcomes to {store.uri}…"):
+        result = store.append(batch.prompts, batch.outcomes, overwrite=overwrite, source=", ".join(sources))
+    console.print(
+        f"imported {result.prompts_added} prompts and {result.outcomes_added} outcomes into {store.uri}"
+        + (f" (already there: {result.prompts_skipped} prompts, {result.outcomes_skipped} outcomes)" if result.prompts_skipped or result.outcomes_skipped else "")
+    )
+    if batch.duplicates_dropped:
+        console.print(f"  {batch.duplicates_dropped} identical duplicate rows stored once")
+    if batch.ambiguous:
+        console.print(
+            f"  skipped {len(batch.ambiguous)} ambiguous sample_ids (used by rows with different prompts; "
+            f"--on-ambiguous rekey keeps them): {', '.join(batch.ambiguous)}"
+        )
+    if batch.rekeyed:
+        console.print(f"  re-keyed {batch.rekeyed} rows whose sample_id was shared by different prompts (<id>~<prompt hash>)")
+    if batch.missing_by_model:
+        missing = ", ".join(f"{m}: {n}" for m, n in sorted(batch.missing_by_model.items()))
+        console.print(f"  missing outcomes (no score, not stored): {missing}")
+    return batch, result
+
+
+@app.command("import")
+def import_(
+    sources: Annotated[list[str], typer.Argument(help="Files, directories or http(s)/s3:// URLs: RouterBench .pkl/.csv, long .csv/.parquet.")],
+    store: StoreOpt = None,  # type: ignore[assignment]
+    on_ambiguous: Annotated[str, typer.Option(help="A sample_id used by different prompts: 'skip' its rows or 'rekey' them.")] = "skip",
+    overwrite: Annotated[bool, typer.Option(help="Replace outcomes whose (sample_id, model) is already stored.")] = False,
+    refresh: Annotated[bool, typer.Option(help="Download URLs again instead of using the cache.")] = False,
+) -> None:
+    """Import outcomes into the store (atomic: all of it or nothing)."""
+    _import(_store(store), sources, on_ambiguous, overwrite, refresh)
+
+
+@app.command()
+def export(
+    out: Annotated[Path, typer.Option("--out", help="File to write.")],
+    format: Annotated[str, typer.Option("--format", help=f"One of: {', '.join(EXPORTS.names())}.")] = "routerbench-csv",
+    tasks: Annotated[Optional[str], typer.Option(help="Comma-separated task families (default: all).")] = None,
+    store: StoreOpt = None,  # type: ignore[assignment]
+) -> None:
+    """Write the store out, e.g. in RouterBench's wide layout."""
+    writer = EXPORTS.get(format)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fams = _csv(tasks)
+    writer(_store(store), list(fams) if fams else None, out)
+    console.print(f"wrote {out}")
+
+
+@data_app.command("info")
+def data_info(store: StoreOpt = None) -> None:  # type: ignore[assignment]
+    """Prompts per task family, and outcomes per task family × model."""
+    st = _store(store)
+    prompts = st.prompts(["sample_id", "task_family"])
+    if prompts.empty:
+        raise UserError(f"the store at {st.uri} is empty; import outcomes with `routerbench import SOURCE`")
+    outcomes = st.outcomes(["sample_id", "model", "score"])
+    outcomes = outcomes[outcomes["score"].notna()].merge(prompts, on="sample_id")
+    counts = outcomes.pivot_table(index="model", columns="task_family", values="sample_id", aggfunc="count", fill_value=0)
+    families = sorted(prompts["task_family"].unique())
+    counts = counts.reindex(columns=families, fill_value=0)
+    table = Table(title=f"{st.uri}: outcomes per task family × model", title_justify="left")
+    table.add_column("model")
+    for f in families:
+        table.add_column(f, justify="right")
+    per_family = prompts["task_family"].value_counts()
+    table.add_row("[bold]prompts[/]", *[f"[bold]{per_family[f]}[/]" for f in families])
+    for model, row in counts.iterrows():
+        table.add_row(str(model), *[str(int(row[f])) for f in families])
+    console.print(table)
+    console.print(f"{len(prompts)} prompts, {len(outcomes)} outcomes, {len(counts)} models, {len(st.commits())} commits")
+
+
+@data_app.command("compact")
+def data_compact(store: StoreOpt = None) -> None:  # type: ignore[assignment]
+    """Merge the store's files into one per partition (safe to interrupt)."""
+    n = _store(store).compact()
+    console.print(f"compacted {n} commits" if n else "nothing to compact")
+
+
+@app.command()
+def evaluate(
+    store: StoreOpt = None,  # type: ignore[assignment]
+    data: Annotated[Optional[list[str]], typer.Option("--data", help="Import these sources first (path or URL; idempotent).")] = None,
+    out: Annotated[Path, typer.Option(help="Directory for points.parquet, aiq.csv and plots.")] = Path("results"),
+    routers: Annotated[str, typer.Option(help="Comma-separated router names or module:function plug-ins.")] = "llm,oracle,random",
+    tasks: Annotated[Optional[str], typer.Option(help="Comma-separated task families (default: all).")] = None,
+    aiq_mode: Annotated[str, typer.Option(help="'paper' (common range of the single models) or 'compat' (RouterBench's code).")] = "paper",
+    bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for AIQ intervals (0: none).")] = 200,
+    seed: Annotated[int, typer.Option(help="Seed of the bootstrap.")] = 0,
+    split: Annotated[str, typer.Option(help="Train/test split.")] = "routerbench",
+    address: Annotated[Optional[str], typer.Option(help="Ray cluster address (default: RAY_ADDRESS or a local Ray).")] = None,
+    sequential: Annotated[bool, typer.Option(help="Run in this process, without Ray.")] = False,
+) -> None:
+    """Evaluate routers per task family: points, hulls, AIQ, plots."""
+    from harness.evaluate import EvalSpec
+    from harness.evaluate import evaluate as run_evaluation
+    from harness.report import aiq_table, plot_family
+
+    st = _store(store)
+    if data:
+        _import(st, data, on_ambiguous="skip", overwrite=False, refresh=False)
+    spec = EvalSpec(
+        routers=_csv(routers) or (),
+        families=_csv(tasks),
+        split=split,
+        aiq_mode=aiq_mode,
+        bootstrap=bootstrap,
+        seed=seed,
+    )
+    with Progress(TextColumn("evaluating"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console, transient=True) as progress:
+        task = progress.add_task("tasks", total=None)
+        result = run_evaluation(
+            st,
+            spec,
+            address=address,
+            parallel=not sequential,
+            on_progress=lambda done, total: progress.update(task, completed=done, total=total),
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    result.points.to_parquet(out / "points.parquet", index=False)
+    result.aiq.to_csv(out / "aiq.csv", index=False)
+    for fam in result.summary.itertuples():
+        console.print(aiq_table(result.aiq, result.points, fam.task_family))
+        plot_family(result.points, result.aiq, fam.task_family, out / f"{fam.task_family}.png")
+        note = f"  {fam.test} test prompts, {fam.train} training prompts"
+        if fam.left_out:
+            note += f"; {fam.left_out} test prompts left out (no outcome for every one of the {fam.models} models)"
+        console.print(note)
+    console.print(f"wrote {out / 'points.parquet'}, {out / 'aiq.csv'} and {len(result.summary)} plots to {out}/")
+
+
+@app.command()
+def report(
+    out: Annotated[Path, typer.Option(help="An evaluation's output directory.")] = Path("results"),
+    all_configs: Annotated[bool, typer.Option(help="List every router setting, not only the best one.")] = False,
+) -> None:
+    """Print the tables and redraw the plots of an earlier evaluation."""
+    from harness.report import aiq_table, plot_family
+
+    try:
+        points = pd.read_parquet(out / "points.parquet")
+        aiq = pd.read_csv(out / "aiq.csv", keep_default_na=True).fillna({"config": ""})
+    except OSError as exc:
+        raise UserError(f"{out}: no evaluation results there ({exc}); run `routerbench evaluate --out {out}` first") from exc
+    for family in sorted(aiq["task_family"].unique()):
+        console.print(aiq_table(aiq, points, family, all_configs=all_configs))
+        plot_family(points, aiq, family, out / f"{family}.png")
+    console.print(f"redrew {aiq['task_family'].nunique()} plots in {out}/")
+
+
+def main() -> None:
+    try:
+        app()
+    except UserError as exc:
+        err_console.print(f"error: {exc}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err_console.print("interrupted; the store keeps only completed commits, rerun to resume")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,412 @@
+"""The outcome store: prompts and (prompt, model) outcomes in Parquet, with atomic, idempotent appends.
+
+Layout under the store root (any local path or pyarrow filesystem URI)::
+
+    _commits/<time_ns>-<id>.json          one file per committed append: the files it added
+    prompts/part-<commit>.parquet
+    outcomes/model=<quoted name>/part-<commit>.parquet
+    embeddings/...                        caches keyed by content (see harness.embeddings)
+
+A data file is invisible until a commit file lists it, and a commit file appears atomically
+(temp file + rename on local disk, a single PUT on object stores), so a crash at any point leaves
+either the old state or the new one. Writers never edit a shared file: concurrent appends (two
+``extend`` runs, say) each add their own commit and cannot lose each other's rows. Readers take
+the union of the live commits; where a key appears twice (``overwrite``), the later commit wins.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Iterable
+from urllib.parse import quote
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.dataset as pads
+import pyarrow.parquet as pq
+
+from harness.errors import UserError
+from harness.filesystem import Location, list_names, read_bytes, resolve, write_bytes_atomic
+from harness.matrix import OutcomeMatrix
+
+TIMESTAMP = pa.timestamp("us", tz="UTC")
+
+PROMPT_SCHEMA = pa.schema(
+    [
+        pa.field("sample_id", pa.string(), nullable=False),
+        pa.field("task", pa.string(), nullable=False),
+        pa.field("task_family", pa.string(), nullable=False),
+        # Decoded text; a JSON list of turns for multi-turn prompts.
+        pa.field("prompt", pa.string()),
+        # The prompt cell exactly as imported (RouterBench's "['…']"), for embedding parity.
+        pa.field("prompt_original", pa.string()),
+        pa.field("gold", pa.string()),
+        pa.field("meta", pa.string()),
+        pa.field("created_at", TIMESTAMP),
+    ]
+)
+
+OUTCOME_SCHEMA = pa.schema(
+    [
+        pa.field("sample_id", pa.string(), nullable=False),
+        pa.field("model", pa.string(), nullable=False),
+        pa.field("response", pa.string()),
+        pa.field("score", pa.float64()),
+        pa.field("cost_usd", pa.float64()),
+        pa.field("input_tokens", pa.int64()),
+        pa.field("output_tokens", pa.int64()),
+        pa.field("latency_s", pa.float64()),
+        pa.field("grader", pa.string()),
+        pa.field("config_hash", pa.string()),
+        # Why there is no score (engine failure, grader error, missing gold); null for a graded outcome.
+        pa.field("error", pa.string()),
+        pa.field("created_at", TIMESTAMP),
+    ]
+)
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    name: str
+    schema: pa.Schema
+    key: tuple[str, ...]
+    partition_by: str | None = None
+
+
+PROMPTS = TableSpec("prompts", PROMPT_SCHEMA, ("sample_id",))
+OUTCOMES = TableSpec("outcomes", OUTCOME_SCHEMA, ("sample_id", "model"), partition_by="model")
+TABLES = {t.name: t for t in (PROMPTS, OUTCOMES)}
+
+COMMITS_DIR = "_commits"
+COMMIT_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class DataFile:
+    table: str
+    path: str  # relative to the store root
+    partition: str | None
+    rows: int
+
+
+@dataclass(frozen=True)
+class Commit:
+    name: str
+    files: tuple[DataFile, ...]
+    supersedes: tuple[str, ...] = ()
+
+    def to_json(self) -> bytes:
+        return json.dumps(
+            {
+                "format": COMMIT_FORMAT,
+                "name": self.name,
+                "created_at": datetime.now(timezone.utc).isoformat(),
+                "files": [f.__dict__ for f in self.files],
+                "supersedes": list(self.supersedes),
+            },
+            indent=1,
+        ).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> Commit:
+        doc = json.loads(data)
+        return cls(doc["name"], tuple(DataFile(**f) for f in doc["files"]), tuple(doc.get("supersedes", ())))
+
+
+@dataclass(frozen=True)
+class AppendResult:
+    prompts_added: int = 0
+    prompts_skipped: int = 0
+    outcomes_added: int = 0
+    outcomes_skipped: int = 0
+    commit: str | None = None
+
+
+def _new_commit_name() -> str:
+    return f"{time.time_ns():020d}-{uuid.uuid4().hex[:12]}"
+
+
+def _partition_dir(table: TableSpec, value: str | None) -> str:
+    if value is None:
+        return table.name
+    return f"{table.name}/{table.partition_by}={quote(value, safe='')}"
+
+
+def _now() -> pd.Timestamp:
+    return pd.Timestamp.now(tz="UTC")
+
+
+def _conform(df: pd.DataFrame, table: TableSpec, source: str) -> pa.Table:
+    """Cast a frame to the table's schema (missing optional columns become null)."""
+    missing = [f.name for f in table.schema if not f.nullable and f.name not in df.columns]
+    if missing:
+        raise UserError(f"{source}: missing column(s) {', '.join(missing)} for the {table.name} table")
+    df = df.copy()
+    created = pd.to_datetime(df["created_at"], utc=True) if "created_at" in df.columns else pd.Series(pd.NaT, index=df.index, dtype="datetime64[us, UTC]")
+    df["created_at"] = created.fillna(_now())
+    for f in table.schema:
+        if f.name not in df.columns:
+            df[f.name] = None
+        if not f.nullable and df[f.name].isna().any():
+            raise UserError(f"{source}: column '{f.name}' has empty values")
+    try:
+        return pa.Table.from_pandas(df[table.schema.names], schema=table.schema, preserve_index=False)
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        raise UserError(f"{source}: a column does not fit the {table.name} schema: {exc}") from exc
+
+
+def _check_outcome_values(tbl: pa.Table, source: str) -> None:
+    df = tbl.select(["sample_id", "model", "score", "cost_usd"]).to_pandas()
+    bad = df[(df["score"] < 0) | (df["score"] > 1)]
+    if len(bad):
+        r = bad.iloc[0]
+        raise UserError(
+            f"{source}: score {r.score} of model '{r.model}' on '{r.sample_id}' is outside [0, 1]"
+            + (f" ({len(bad)} such values)" if len(bad) > 1 else "")
+        )
+    bad = df[df["cost_usd"] < 0]
+    if len(bad):
+        r = bad.iloc[0]
+        raise UserError(f"{source}: negative cost_usd {r.cost_usd} of model '{r.model}' on '{r.sample_id}'")
+    bad = df[df["score"].notna() & df["cost_usd"].isna()]
+    if len(bad):
+        r = bad.iloc[0]
+        raise UserError(f"{source}: model '{r.model}' on '{r.sample_id}' has a score but no cost_usd")
+
+
+def _duplicated_keys(df: pd.DataFrame, key: Iterable[str]) -> pd.Series:
+    return df.duplicated(list(key), keep=False)
+
+
+class Store:
+    """An outcome store at a local path or pyarrow filesystem URI."""
+
+    def __init__(self, uri: str | os.PathLike) -> None:
+        self.uri = os.fspath(uri)
+        self.location: Location = resolve(self.uri)
+        self._commit_cache: dict[str, Commit] = {}
+
+    def __repr__(self) -> str:
+        return f"Store({self.uri!r})"
+
+    # ------------------------------------------------------------------ commits
+    def _abs(self, rel: str) -> str:
+        return self.location.join(rel)
+
+    def commits(self) -> list[Commit]:
+        """The live commits, oldest first."""
+        fs = self.location.fs
+        names = [n[: -len(".json")] for n in list_names(fs, self._abs(COMMITS_DIR)) if n.endswith(".json")]
+        for name in names:
+            if name not in self._commit_cache:
+                self._commit_cache[name] = Commit.from_json(read_bytes(fs, self._abs(f"{COMMITS_DIR}/{name}.json")))
+        commits = [self._commit_cache[n] for n in names]
+        superseded = {s for c in commits for s in c.supersedes}
+        return [c for c in commits if c.name not in superseded]
+
+    def files(self, table: str, partitions: Iterable[str] | None = None) -> list[DataFile]:
+        wanted = None if partitions is None else set(partitions)
+        return [
+            f
+            for c in self.commits()
+            for f in c.files
+            if f.table == table and (wanted is None or f.partition in wanted)
+        ]
+
+    def is_empty(self) -> bool:
+        return not self.files(OUTCOMES.name)
+
+    def models(self) -> list[str]:
+        """Models with at least one outcome, in store order (sorted by name)."""
+        return sorted({f.partition for f in self.files(OUTCOMES.name) if f.partition is not None})
+
+    # ------------------------------------------------------------------ reading
+    def _read(self, table: TableSpec, columns: list[str] | None, partitions: Iterable[str] | None) -> pd.DataFrame:
+        files = self.files(table.name, partitions)
+        wanted = list(table.schema.names if columns is None else columns)
+        read_cols = wanted + [k for k in table.key if k not in wanted]
+        schema = table.schema
+
+        def load(f: DataFile) -> pa.Table:
+            ds = pads.dataset(self._abs(f.path), schema=schema, format="parquet", filesystem=self.location.fs)
+            return ds.to_table(columns=read_cols)
+
+        if not files:
+            return schema.empty_table().select(wanted).to_pandas()
+        with ThreadPoolExecutor(max_workers=min(8, len(files))) as pool:
+            tables = list(pool.map(load, files))
+        df = pa.concat_tables(tables).to_pandas()
+        key = list(table.key)
+        if df.duplicated(key).any():  # overwritten keys: the latest commit wins
+            df = df.drop_duplicates(key, keep="last").reset_index(drop=True)
+        return df[wanted]
+
+    def prompts(self, columns: list[str] | None = None, families: Iterable[str] | None = None) -> pd.DataFrame:
+        df = self._read(PROMPTS, None if columns is None else list(dict.fromkeys([*columns, "task_family"])), None)
+        if families is not None:
+            df = df[df["task_family"].isin(list(families))].reset_index(drop=True)
+        return df if columns is None else df[columns]
+
+    def outcomes(self, columns: list[str] | None = None, models: Iterable[str] | None = None) -> pd.DataFrame:
+        return self._read(OUTCOMES, columns, models)
+
+    # ------------------------------------------------------------------ writing
+    def append(
+        self,
+        prompts: pd.DataFrame | None = None,
+        outcomes: pd.DataFrame | None = None,
+        *,
+        overwrite: bool = False,
+        source: str = "append",
+    ) -> AppendResult:
+        """Add prompts and outcomes in one atomic commit.
+
+        A key already in the store is skipped (idempotent re-runs) unless ``overwrite``; a prompt
+        whose sample_id exists with a different text is an error, since outcomes would silently
+        attach to the wrong question.
+        """
+        p_tbl = _conform(prompts, PROMPTS, source) if prompts is not None and len(prompts) else None
+        o_tbl = _conform(outcomes, OUTCOMES, source) if outcomes is not None and len(outcomes) else None
+        for tbl, spec in ((p_tbl, PROMPTS), (o_tbl, OUTCOMES)):
+            if tbl is not None:
+                keys = tbl.select(list(spec.key)).to_pandas()
+                dup = keys[_duplicated_keys(keys, spec.key)]
+                if len(dup):
+                    shown = ", ".join(sorted(set(dup["sample_id"]))[:5])
+                    raise UserError(f"{source}: {len(dup)} {spec.name} rows repeat a key (sample_ids: {shown})")
+        if o_tbl is not None:
+            _check_outcome_values(o_tbl, source)
+        p_skip = o_skip = 0
+        if p_tbl is not None and not overwrite:
+            p_tbl, p_skip = self._drop_existing_prompts(p_tbl, source)
+        if o_tbl is not None and not overwrite:
+            o_tbl, o_skip = self._drop_existing_outcomes(o_tbl)
+        if o_tbl is not None and len(o_tbl):
+            self._check_outcomes_have_prompts(o_tbl, p_tbl, source)
+
+        name = _new_commit_name()
+        files: list[DataFile] = []
+        if p_tbl is not None and len(p_tbl):
+            files.append(self._write_part(PROMPTS, None, p_tbl, name))
+        if o_tbl is not None and len(o_tbl):
+            models = o_tbl.column("model").to_pandas()
+            for model, idx in models.groupby(models, sort=True).indices.items():
+                files.append(self._write_part(OUTCOMES, str(model), o_tbl.take(pa.array(idx)), name))
+        if files:
+            write_bytes_atomic(self.location.fs, self._abs(f"{COMMITS_DIR}/{name}.json"), Commit(name, tuple(files)).to_json())
+        n_p = len(p_tbl) if p_tbl is not None else 0
+        n_o = len(o_tbl) if o_tbl is not None else 0
+        return AppendResult(n_p, p_skip, n_o, o_skip, name if files else None)
+
+    def _write_part(self, table: TableSpec, partition: str | None, tbl: pa.Table, commit: str) -> DataFile:
+        rel = f"{_partition_dir(table, partition)}/part-{commit}.parquet"
+        path = self._abs(rel)
+        self.location.fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+        pq.write_table(tbl, path, filesystem=self.location.fs, compression="zstd")
+        return DataFile(table.name, rel, partition, len(tbl))
+
+    def _drop_existing_prompts(self, tbl: pa.Table, source: str) -> tuple[pa.Table, int]:
+        existing = self._read(PROMPTS, ["sample_id", "prompt"], None)
+        if existing.empty:
+            return tbl, 0
+        new = tbl.select(["sample_id", "prompt"]).to_pandas()
+        merged = new.merge(existing, on="sample_id", how="left", suffixes=("", "_old"), indicator=True)
+        known = (merged["_merge"] == "both").to_numpy()
+        clash = known & (merged["prompt"].fillna("") != merged["prompt_old"].fillna("")).to_numpy()
+        if clash.any():
+            ids = merged.loc[clash, "sample_id"].tolist()
+            raise UserError(
+                f"{source}: {len(ids)} sample_id(s) already in the store with a different prompt "
+                f"({', '.join(ids[:5])}); re-key them (--on-ambiguous rekey) or pass --overwrite"
+            )
+        return tbl.filter(pa.array(~known)), int(known.sum())
+
+    def _drop_existing_outcomes(self, tbl: pa.Table) -> tuple[pa.Table, int]:
+        new = tbl.select(["sample_id", "model"]).to_pandas()
+        existing = self._read(OUTCOMES, ["sample_id", "model"], new["model"].unique().tolist())
+        if existing.empty:
+            return tbl, 0
+        known = new.merge(existing.assign(_k=True), on=["sample_id", "model"], how="left")["_k"].notna().to_numpy()
+        return tbl.filter(pa.array(~known)), int(known.sum())
+
+    def _check_outcomes_have_prompts(self, o_tbl: pa.Table, p_tbl: pa.Table | None, source: str) -> None:
+        ids = pd.Index(pd.unique(o_tbl.column("sample_id").to_numpy(zero_copy_only=False)))
+        known = pd.Index(self._read(PROMPTS, ["sample_id"], None)["sample_id"])
+        if p_tbl is not None:
+            known = known.append(pd.Index(p_tbl.column("sample_id").to_pandas()))
+        orphans = ids.difference(known)
+        if len(orphans):
+            raise UserError(
+                f"{source}: {len(orphans)} outcome(s) for prompts not in the store "
+                f"({', '.join(map(str, orphans[:5]))}); import the prompts first or include prompt and task columns"
+            )
+
+    def compact(self) -> int:
+        """Rewrite the live files as one file per partition; returns the number of commits replaced."""
+        live = self.commits()
+        if len(live) <= 1:
+            return 0
+        name = f"{live[-1].name}~compact-{uuid.uuid4().hex[:8]}"
+        files: list[DataFile] = []
+        for spec in TABLES.values():
+            partitions = sorted({f.partition for c in live for f in c.files if f.table == spec.name}, key=str)
+            for part in partitions:
+                df = self._read(spec, None, None if part is None else [part])
+                files.append(self._write_part(spec, part, _conform(df, spec, "compact"), name))
+        commit = Commit(name, tuple(files), tuple(c.name for c in live))
+        write_bytes_atomic(self.location.fs, self._abs(f"{COMMITS_DIR}/{name}.json"), commit.to_json())
+        fs = self.location.fs
+        for c in live:
+            fs.delete_file(self._abs(f"{COMMITS_DIR}/{c.name}.json"))
+            for f in c.files:
+                fs.delete_file(self._abs(f.path))
+        return len(live)
+
+    # ------------------------------------------------------------------ matrices
+    def matrices(
+        self,
+        families: Iterable[str] | None = None,
+        models: Iterable[str] | None = None,
+        with_prompts: bool = False,
+    ) -> dict[str, OutcomeMatrix]:
+        """Score and cost matrices (prompts × models) per task family, in one vectorised pivot."""
+        pcols = ["sample_id", "task", "task_family"] + (["prompt", "prompt_original"] if with_prompts else [])
+        prompts = self.prompts(pcols, families=families).sort_values("sample_id", ignore_index=True)
+        pool = list(models) if models is not None else self.models()
+        outcomes = self.outcomes(["sample_id", "model", "score", "cost_usd"], models=pool)
+        outcomes = outcomes[outcomes["score"].notna()]
+        rows = pd.Index(prompts["sample_id"]).get_indexer(outcomes["sample_id"])
+        cols = pd.Index(pool).get_indexer(outcomes["model"])
+        keep = (rows >= 0) & (cols >= 0)
+        shape = (len(prompts), len(pool))
+        scores = np.full(shape, np.nan)
+        costs = np.full(shape, np.nan)
+        scores[rows[keep], cols[keep]] = outcomes["score"].to_numpy(dtype=float)[keep]
+        costs[rows[keep], cols[keep]] = outcomes["cost_usd"].to_numpy(dtype=float)[keep]
+
+        result: dict[str, OutcomeMatrix] = {}
+        for family, idx in prompts.groupby("task_family", sort=True).indices.items():
+            p = prompts.iloc[idx]
+            result[str(family)] = OutcomeMatrix(
+                family=str(family),
+                sample_ids=p["sample_id"].to_numpy(dtype=object),
+                tasks=p["task"].to_numpy(dtype=object),
+                models=tuple(pool),
+                scores=scores[idx],
+                costs=costs[idx],
+                prompts=p["prompt"].to_numpy(dtype=object) if with_prompts else None,
+                prompts_original=p["prompt_original"].to_numpy(dtype=object) if with_prompts else None,
+            )
+        return result
+
+
+def default_store_uri() -> str:
+    """``$ROUTERBENCH_STORE``, else ``~/.routerbench/store``."""
+    return os.environ.get("ROUTERBENCH_STORE") or os.path.expanduser("~/.routerbench/store")

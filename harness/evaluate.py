@@ -1,0 +1,288 @@
+"""Evaluate routers on stored outcomes: (task family × router setting) tasks on Ray, then points,
+hulls and AIQ with bootstrap intervals per family.
+
+Each family's folds are put in the object store once; every router setting is one Ray task that
+fits on the training prompts and routes the test prompts; one task per family then turns all
+routings into points and AIQ. ``parallel=False`` runs the same functions in this process.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+
+from harness import metrics
+from harness.dataset import Store
+from harness.errors import UserError
+from harness.matrix import OutcomeMatrix
+from harness.splits import Fold, parse_split
+from routers import DEFAULT_ROUTERS, Router, Routing, build_routers
+
+POINT_COLUMNS = ["task_family", "router", "config", "lam", "cost", "quality"]
+AIQ_COLUMNS = ["task_family", "router", "config", "aiq", "aiq_lo", "aiq_hi"]
+ZERO = "zero"
+
+
+@dataclass(frozen=True)
+class EvalSpec:
+    routers: tuple[str, ...] = DEFAULT_ROUTERS
+    families: tuple[str, ...] | None = None
+    split: str = "routerbench"
+    aiq_mode: str = "paper"
+    bootstrap: int = 200
+    seed: int = 0
+
+
+@dataclass
+class FamilyResult:
+    family: str
+    points: pd.DataFrame
+    aiq: pd.DataFrame
+    n_prompts: int
+    n_train: int
+    n_test: int
+    n_left_out: int
+
+
+@dataclass
+class EvalResult:
+    points: pd.DataFrame
+    aiq: pd.DataFrame
+    summary: pd.DataFrame
+    families: list[FamilyResult] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------------- per-task work
+def complete_folds(folds: list[Fold]) -> tuple[list[Fold], int]:
+    """Keep the prompts that have an outcome for every model; count the test prompts left out."""
+    kept, left_out = [], 0
+    for f in folds:
+        test_ok = f.test.complete_rows()
+        left_out += int((~test_ok).sum())
+        kept.append(Fold(f.train.take(f.train.complete_rows()), f.test.take(test_ok)))
+    return kept, left_out
+
+
+def route_folds(router: Router, folds: list[Fold]) -> Routing:
+    """Fit on each fold's training prompts, route its test prompts, pool the folds."""
+    parts = []
+    for fold in folds:
+        router.fit(fold.train)
+        parts.append(router.route(fold.test))
+    if len(parts) == 1:
+        return parts[0]
+    first = parts[0]
+    stack = lambda name: np.concatenate([getattr(p, name) for p in parts], axis=1)  # noqa: E731
+    return Routing(
+        first.router,
+        first.configs,
+        first.lam,
+        stack("quality"),
+        stack("cost"),
+        None if first.choice is None else stack("choice"),
+    )
+
+
+def _group_hulls(cost: np.ndarray, quality: np.ndarray, groups: list[np.ndarray]) -> list[metrics.Hull]:
+    return [metrics.non_decreasing_hull(cost[g], quality[g]) for g in groups]
+
+
+def _aiqs(cost: np.ndarray, quality: np.ndarray, groups: list[np.ndarray], llm: np.ndarray, mode: str) -> np.ndarray:
+    """AIQ of every group's hull and (last) of the zero router, for one set of points."""
+    hulls = _group_hulls(cost, quality, groups)
+    hulls.append(metrics.zero_router(cost[llm], quality[llm]))
+    lo, hi = metrics.aiq_range(mode, cost[llm], hulls)  # type: ignore[arg-type]
+    return np.array([metrics.aiq(h, lo, hi) for h in hulls])
+
+
+def summarise_family(family: str, test: OutcomeMatrix, spec: EvalSpec, *routings: Routing) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Points of every routing setting, and AIQ (with bootstrap interval) per router setting and for the zero router."""
+    quality = np.concatenate([r.quality for r in routings])
+    cost = np.concatenate([r.cost for r in routings])
+    meta = pd.DataFrame(
+        {
+            "router": np.concatenate([[r.router] * len(r.configs) for r in routings]),
+            "config": np.concatenate([r.configs for r in routings]),
+            "lam": np.concatenate([r.lam for r in routings]),
+        }
+    )
+    # One hull per (router, config): the λ sweep of a setting traces its curve.
+    by_setting = meta.groupby(["router", "config"], sort=False).indices
+    group_keys, groups = list(by_setting), list(by_setting.values())
+    llm = np.flatnonzero(meta["router"].to_numpy() == "llm")
+
+    c, q = metrics.points(quality, cost)
+    pts = meta.assign(task_family=family, cost=c, quality=q)[POINT_COLUMNS]
+    aiq = _aiqs(c, q, groups, llm, spec.aiq_mode)
+
+    lo = hi = np.full(len(aiq), np.nan)
+    if spec.bootstrap > 0 and test.n > 1:
+        w = metrics.bootstrap_weights(test.n, spec.bootstrap, spec.seed)
+        bc, bq = metrics.points(quality, cost, weights=w)
+        samples = np.stack([_aiqs(bc[b], bq[b], groups, llm, spec.aiq_mode) for b in range(spec.bootstrap)])
+        lo, hi = metrics.percentile_interval(samples)
+
+    names = [*group_keys, (ZERO, "")]
+    aiq_df = pd.DataFrame(
+        {
+            "task_family": family,
+            "router": [n[0] for n in names],
+            "config": [n[1] for n in names],
+            "aiq": aiq,
+            "aiq_lo": lo,
+            "aiq_hi": hi,
+        }
+    )
+    return pts, aiq_df
+
+
+# ---------------------------------------------------------------------- orchestration
+def _plugin_modules_by_value(specs: tuple[str, ...]) -> None:
+    """Ship a user's plug-in module to Ray workers by value, so it need not be installed there."""
+    from ray import cloudpickle
+
+    for spec in specs:
+        if ":" in spec:
+            module = sys.modules.get(spec.split(":", 1)[0])
+            if module is not None and not module.__name__.startswith(("routers", "harness")):
+                cloudpickle.register_pickle_by_value(module)
+
+
+def init_ray(address: str | None) -> None:
+    """Connect to ``address`` (or ``RAY_ADDRESS``), else start a local Ray."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    ray.init(address=address, logging_level=logging.ERROR, include_dashboard=False if address is None else None)
+
+
+def _run_local(fn: Callable[..., Any], calls: list[tuple]) -> list[Any]:
+    return [fn(*args) for args in calls]
+
+
+def evaluate(
+    store: Store,
+    spec: EvalSpec,
+    *,
+    address: str | None = None,
+    parallel: bool = True,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> EvalResult:
+    """Evaluate ``spec.routers`` on every task family of ``store`` (or ``spec.families``)."""
+    if spec.aiq_mode not in metrics.AIQ_MODES:
+        raise UserError(f"--aiq-mode must be one of {', '.join(metrics.AIQ_MODES)}, not '{spec.aiq_mode}'")
+    if store.is_empty():
+        raise UserError(
+            f"the store at {store.uri} holds no outcomes; import some first, e.g. "
+            "`routerbench import ../shared/data/routerbench` (or pass --data SOURCE)"
+        )
+    names = tuple(dict.fromkeys(("llm", *spec.routers)))
+    routers = [r for name in names for r in build_routers(name)]
+    splitter = parse_split(spec.split)
+    needs_prompts = any(r.needs_prompts for r in routers)
+    matrices = store.matrices(with_prompts=needs_prompts)
+    families = list(spec.families) if spec.families else sorted(matrices)
+    unknown = [f for f in families if f not in matrices]
+    if unknown:
+        raise UserError(f"unknown task famil{'y' if len(unknown) == 1 else 'ies'} {', '.join(unknown)}; the store has {', '.join(sorted(matrices))}")
+
+    prepared: dict[str, tuple[list[Fold], int]] = {}
+    for family in families:
+        folds, left_out = complete_folds(splitter(family, matrices))
+        if sum(f.test.n for f in folds) == 0:
+            raise UserError(f"task family '{family}' has no test prompt with an outcome for every model ({', '.join(matrices[family].models)})")
+        prepared[family] = (folds, left_out)
+
+    if parallel:
+        summaries = _run_ray(prepared, routers, spec, address, on_progress)
+    else:
+        summaries = {
+            f: summarise_family(f, _pooled_test(folds), spec, *[route_folds(r, folds) for r in routers])
+            for f, (folds, _) in prepared.items()
+        }
+
+    results = []
+    for family, (folds, left_out) in prepared.items():
+        pts, aiq = summaries[family]
+        results.append(
+            FamilyResult(
+                family,
+                pts,
+                aiq,
+                n_prompts=matrices[family].n,
+                n_train=sum(f.train.n for f in folds),
+                n_test=sum(f.test.n for f in folds),
+                n_left_out=left_out,
+            )
+        )
+    summary = pd.DataFrame(
+        [
+            {
+                "task_family": r.family,
+                "prompts": r.n_prompts,
+                "train": r.n_train,
+                "test": r.n_test,
+                "left_out": r.n_left_out,
+                "models": len(matrices[r.family].models),
+            }
+            for r in results
+        ]
+    )
+    return EvalResult(
+        points=pd.concat([r.points for r in results], ignore_index=True),
+        aiq=pd.concat([r.aiq for r in results], ignore_index=True),
+        summary=summary,
+        families=results,
+    )
+
+
+def _pooled_test(folds: list[Fold]) -> OutcomeMatrix:
+    if len(folds) == 1:
+        return folds[0].test
+    first = folds[0].test
+    cat = lambda name: np.concatenate([getattr(f.test, name) for f in folds])  # noqa: E731
+    return OutcomeMatrix(first.family, cat("sample_ids"), cat("tasks"), first.models, cat("scores"), cat("costs"))
+
+
+def _run_ray(
+    prepared: dict[str, tuple[list[Fold], int]],
+    routers: list[Router],
+    spec: EvalSpec,
+    address: str | None,
+    on_progress: Callable[[int, int], None] | None,
+) -> dict[str, tuple[pd.DataFrame, pd.DataFrame]]:
+    import ray
+    from ray.exceptions import RayTaskError
+
+    init_ray(address)
+    _plugin_modules_by_value(spec.routers)
+    route_task = ray.remote(route_folds)
+    summary_task = ray.remote(summarise_family)
+    all_refs: list[Any] = []
+    summary_refs = {}
+    for family, (folds, _) in prepared.items():
+        folds_ref = ray.put(folds)
+        routing_refs = [route_task.remote(r, folds_ref) for r in routers]
+        # Top-level ObjectRef arguments reach the task as values; the driver never holds the routings.
+        summary_refs[family] = summary_task.remote(family, ray.put(_pooled_test(folds)), spec, *routing_refs)
+        all_refs += routing_refs
+    all_refs += list(summary_refs.values())
+    pending, done = list(all_refs), 0
+    try:
+        while pending:
+            ready, pending = ray.wait(pending, num_returns=1)
+            ray.get(ready)  # surface a task's error as soon as it happens
+            done += len(ready)
+            if on_progress:
+                on_progress(done, len(all_refs))
+    except RayTaskError as exc:
+        if isinstance(exc.cause, UserError):
+            raise exc.cause from None
+        raise
+    return {f: ray.get(ref) for f, ref in summary_refs.items()}

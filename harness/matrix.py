@@ -1,0 +1,60 @@
+"""The prompts × models view of one task family that routers and metrics work on."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+import pandas as pd
+
+
+@dataclass(frozen=True)
+class OutcomeMatrix:
+    """Scores and costs of every model on every prompt of a task family.
+
+    ``scores[i, j]`` / ``costs[i, j]`` belong to ``sample_ids[i]`` and ``models[j]``; NaN marks a
+    missing outcome. Rows are in sorted ``sample_id`` order, models in store order (sorted names).
+    """
+
+    family: str
+    sample_ids: np.ndarray
+    tasks: np.ndarray
+    models: tuple[str, ...]
+    scores: np.ndarray
+    costs: np.ndarray
+    prompts: np.ndarray | None = None
+    prompts_original: np.ndarray | None = None
+    features: np.ndarray | None = None  # (n, d) prompt embeddings, when a router needs them
+
+    @property
+    def n(self) -> int:
+        return len(self.sample_ids)
+
+    @property
+    def m(self) -> int:
+        return len(self.models)
+
+    def complete_rows(self) -> np.ndarray:
+        """Boolean mask of the prompts that have an outcome for every model."""
+        return ~(np.isnan(self.scores).any(axis=1) | np.isnan(self.costs).any(axis=1))
+
+    def take(self, rows: np.ndarray) -> OutcomeMatrix:
+        """The sub-matrix of the given rows (indices or boolean mask)."""
+
+        def pick(a: np.ndarray | None) -> np.ndarray | None:
+            return None if a is None else a[rows]
+
+        return replace(
+            self,
+            sample_ids=self.sample_ids[rows],
+            tasks=self.tasks[rows],
+            scores=self.scores[rows],
+            costs=self.costs[rows],
+            prompts=pick(self.prompts),
+            prompts_original=pick(self.prompts_original),
+            features=pick(self.features),
+        )
+
+    def model_index(self, names: list[str] | np.ndarray) -> np.ndarray:
+        """Column indices of model names; -1 for names not in the pool."""
+        return pd.Index(self.models).get_indexer(np.asarray(names, dtype=object)).astype(np.int64)

@@ -1,0 +1,163 @@
+"""`routerbench evaluate` on the real RouterBench sample: Ray vs in-process, outputs, plug-ins, errors."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from harness.cli import app
+from harness.dataset import Store
+from harness.errors import UserError
+from harness.evaluate import AIQ_COLUMNS, POINT_COLUMNS, EvalSpec, evaluate
+from harness.importers import load_sources
+from harness.splits import routerbench_order
+
+FAMILIES = ["arc-challenge", "mbpp", "winogrande"]
+
+
+@pytest.fixture(scope="module")
+def sequential_result(imported_store: Store):
+    return evaluate(imported_store, EvalSpec(bootstrap=50), parallel=False)
+
+
+def test_ray_run_equals_sequential_run(imported_store: Store, sequential_result, ray_local) -> None:
+    on_ray = evaluate(imported_store, EvalSpec(bootstrap=50), parallel=True)
+    pd.testing.assert_frame_equal(on_ray.points, sequential_result.points)
+    pd.testing.assert_frame_equal(on_ray.aiq, sequential_result.aiq)
+
+
+def test_points_and_aiq_shapes(sequential_result) -> None:
+    pts, aiq = sequential_result.points, sequential_result.aiq
+    assert list(pts.columns) == POINT_COLUMNS and list(aiq.columns) == AIQ_COLUMNS
+    assert sorted(pts["task_family"].unique()) == FAMILIES
+    for fam in FAMILIES:
+        p = pts[pts["task_family"] == fam]
+        assert p["router"].value_counts().to_dict() == {"llm": 11, "oracle": 1, "random": 1}
+        assert p["lam"].isna().all()
+        a = aiq[aiq["task_family"] == fam].set_index(["router", "config"])["aiq"]
+        assert ("zero", "") in a.index and ("oracle", "") in a.index and len(a) == 14
+        # the zero router mixes the single models, so it is at least as good as any one of them,
+        # and the oracle (knowing every answer) is better still
+        assert a[("zero", "")] >= a.loc["llm"].max() - 1e-12
+        assert a[("oracle", "")] > a[("zero", "")]
+    assert (aiq["aiq_lo"] <= aiq["aiq"] + 1e-9).mean() > 0.9 and (aiq["aiq"] <= aiq["aiq_hi"] + 1e-9).mean() > 0.9
+
+
+def test_single_model_points_are_test_split_means(imported_store: Store, sequential_result) -> None:
+    m = imported_store.matrices()["mbpp"]
+    order = routerbench_order(m.sample_ids)
+    test = np.sort(order[int(0.7 * m.n) :])
+    pts = sequential_result.points.query("task_family == 'mbpp' and router == 'llm'").set_index("config")
+    for j, model in enumerate(m.models):
+        assert pts.loc[model, "quality"] == pytest.approx(m.scores[test, j].mean())
+        assert pts.loc[model, "cost"] == pytest.approx(m.costs[test, j].mean())
+
+
+def test_bootstrap_is_seeded(imported_store: Store) -> None:
+    routers = ("llm", "oracle")
+    spec = EvalSpec(routers, families=("mbpp",), bootstrap=30, seed=5)
+    a = evaluate(imported_store, spec, parallel=False).aiq
+    b = evaluate(imported_store, spec, parallel=False).aiq
+    pd.testing.assert_frame_equal(a, b)
+    c = evaluate(imported_store, EvalSpec(routers, families=("mbpp",), bootstrap=30, seed=6), parallel=False).aiq
+    assert not np.allclose(a["aiq_lo"], c["aiq_lo"])
+
+
+def test_compat_mode_changes_the_range(imported_store: Store) -> None:
+    paper = evaluate(imported_store, EvalSpec(families=("winogrande",), bootstrap=0), parallel=False).aiq.set_index("router")
+    compat = evaluate(imported_store, EvalSpec(families=("winogrande",), bootstrap=0, aiq_mode="compat"), parallel=False).aiq.set_index("router")
+    # compat integrates from $0, so every hull loses the stretch below its cheapest point
+    assert compat.loc["zero", "aiq"] < paper.loc["zero", "aiq"]
+    assert paper["aiq_lo"].isna().all()
+
+
+def test_prompts_without_every_outcome_are_left_out_and_counted(routerbench_dir: Path, tmp_path: Path) -> None:
+    store = Store(tmp_path / "rekeyed")
+    batch = load_sources([str(routerbench_dir)], on_ambiguous="rekey")
+    store.append(batch.prompts, batch.outcomes)
+    result = evaluate(store, EvalSpec(families=("arc-challenge",), bootstrap=0), parallel=False)
+    m = store.matrices()["arc-challenge"]
+    test = routerbench_order(m.sample_ids)[int(0.7 * m.n) :]
+    expected = int((~m.complete_rows()[test]).sum())
+    assert expected > 0
+    row = result.summary.set_index("task_family").loc["arc-challenge"]
+    assert row["left_out"] == expected and row["test"] == len(test) - expected
+
+
+PLUGIN = textwrap.dedent(
+    """
+    def cheapest(prompt):
+        return "mistralai/mistral-7b-chat"
+
+    class ByLength:
+        def route_batch(self, prompts):
+            return ["gpt-4-1106-preview" if len(p) > 70 else "mistralai/mistral-7b-chat" for p in prompts]
+
+    def wrong(prompt):
+        return "gpt-5-imaginary"
+    """
+)
+
+
+@pytest.fixture()
+def plugin_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    (tmp_path / "my_routers.py").write_text(PLUGIN)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return "my_routers"
+
+
+def test_plugin_function_router_is_evaluated_like_a_builtin(imported_store: Store, plugin_module: str, ray_local) -> None:
+    spec = EvalSpec(routers=(f"{plugin_module}:cheapest", f"{plugin_module}:ByLength"), families=("mbpp",), bootstrap=0)
+    result = evaluate(imported_store, spec, parallel=True)  # the module reaches Ray workers by value
+    pts = result.points.set_index(["router", "config"])
+    assert pts.loc[(f"{plugin_module}:cheapest", ""), "quality"] == pts.loc[("llm", "mistralai/mistral-7b-chat"), "quality"]
+    by_length = pts.loc[(f"{plugin_module}:ByLength", "")]
+    assert pts.loc[("llm", "mistralai/mistral-7b-chat"), "cost"] < by_length["cost"] < pts.loc[("llm", "gpt-4-1106-preview"), "cost"]
+    assert f"{plugin_module}:ByLength" in set(result.aiq["router"])
+
+
+def test_plugin_naming_a_model_outside_the_pool_is_an_error(imported_store: Store, plugin_module: str) -> None:
+    with pytest.raises(UserError, match="chose model 'gpt-5-imaginary', which is not in the store's pool"):
+        evaluate(imported_store, EvalSpec(routers=(f"{plugin_module}:wrong",), families=("mbpp",), bootstrap=0), parallel=False)
+
+
+def test_unknown_router_and_family_and_empty_store(imported_store: Store, tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="Unknown router 'nope'. Available: .*llm.*oracle"):
+        evaluate(imported_store, EvalSpec(routers=("nope",)), parallel=False)
+    with pytest.raises(UserError, match="unknown task family mmlu; the store has arc-challenge, mbpp, winogrande"):
+        evaluate(imported_store, EvalSpec(families=("mmlu",)), parallel=False)
+    with pytest.raises(UserError, match="holds no outcomes; import some first"):
+        evaluate(Store(tmp_path / "empty"), EvalSpec(), parallel=False)
+    with pytest.raises(UserError, match="cannot import module 'no_such_module'"):
+        evaluate(imported_store, EvalSpec(routers=("no_such_module:f",)), parallel=False)
+
+
+def test_cli_evaluate_writes_points_aiq_and_plots(imported_store: Store, tmp_path: Path, ray_local) -> None:
+    out = tmp_path / "out"
+    res = CliRunner().invoke(app, ["evaluate", "--store", imported_store.uri, "--out", str(out), "--bootstrap", "20"])
+    assert res.exit_code == 0, res.output
+    assert "AIQ" in res.output and "zero" in res.output and "gpt-4-1106-preview" in res.output
+    assert res.output.strip().splitlines()[-1].startswith("wrote ")
+    pts = pd.read_parquet(out / "points.parquet")
+    aiq = pd.read_csv(out / "aiq.csv")
+    assert list(pts.columns) == POINT_COLUMNS and list(aiq.columns) == AIQ_COLUMNS
+    for fam in FAMILIES:
+        png = out / f"{fam}.png"
+        assert png.stat().st_size > 20_000 and png.read_bytes()[:4] == b"\x89PNG"
+    again = CliRunner().invoke(app, ["report", "--out", str(out)])
+    assert again.exit_code == 0 and "redrew 3 plots" in again.output
+
+
+def test_cli_evaluate_with_data_imports_first(routerbench_dir: Path, tmp_path: Path, ray_local) -> None:
+    store = tmp_path / "fresh"
+    args = ["evaluate", "--store", str(store), "--data", str(routerbench_dir / "mbpp_test.csv"), "--out", str(tmp_path / "o"), "--bootstrap", "0"]
+    first = CliRunner().invoke(app, args)
+    assert first.exit_code == 0, first.output
+    assert "imported 128 prompts and 1408 outcomes" in first.output
+    second = CliRunner().invoke(app, args)
+    assert "imported 0 prompts and 0 outcomes" in second.output and "already there: 128 prompts, 1408 outcomes" in second.output
