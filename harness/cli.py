@@ -15,6 +15,7 @@ from rich.table import Table
 from harness.dataset import AppendResult, Store, default_store_uri
 from harness.errors import UserError
 from harness.importers import EXPORTS, ImportBatch, load_sources
+from routers import DEFAULT_ROUTERS
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, help="Evaluate LLM routers on recorded outcomes.")
 data_app = typer.Typer(no_args_is_help=True, help="Inspect and maintain the outcome store.")
@@ -124,12 +125,16 @@ def evaluate(
     store: StoreOpt = None,  # type: ignore[assignment]
     data: Annotated[Optional[list[str]], typer.Option("--data", help="Import these sources first (path or URL; idempotent).")] = None,
     out: Annotated[Path, typer.Option(help="Directory for points.parquet, aiq.csv and plots.")] = Path("results"),
-    routers: Annotated[str, typer.Option(help="Comma-separated router names or module:function plug-ins.")] = "llm,oracle,random",
+    routers: Annotated[str, typer.Option(help="Comma-separated router names or module:function plug-ins.")] = ",".join(DEFAULT_ROUTERS),
     tasks: Annotated[Optional[str], typer.Option(help="Comma-separated task families (default: all).")] = None,
     aiq_mode: Annotated[str, typer.Option(help="'paper' (common range of the single models) or 'compat' (RouterBench's code).")] = "paper",
     bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for AIQ intervals (0: none).")] = 200,
     seed: Annotated[int, typer.Option(help="Seed of the bootstrap.")] = 0,
-    split: Annotated[str, typer.Option(help="Train/test split.")] = "routerbench",
+    split: Annotated[str, typer.Option(help="routerbench (70/30, seed 42), kfold:K, leave-task-out or file:PATH.")] = "routerbench",
+    cost_model: Annotated[str, typer.Option(help="Cost term of λ·P − c: 'expected' ($ per query on training prompts) or 'price' (list price per token).")] = "expected",
+    embedder: Annotated[str, typer.Option(help="sentence-transformers model for prompt embeddings.")] = "all-MiniLM-L6-v2",
+    embed_text: Annotated[str, typer.Option(help="Embed the prompt as imported ('original') or decoded ('plain').")] = "original",
+    models_dir: Annotated[Optional[Path], typer.Option(help="Model configs (prices for --cost-model price).")] = None,
     address: Annotated[Optional[str], typer.Option(help="Ray cluster address (default: RAY_ADDRESS or a local Ray).")] = None,
     sequential: Annotated[bool, typer.Option(help="Run in this process, without Ray.")] = False,
 ) -> None:
@@ -148,15 +153,21 @@ def evaluate(
         aiq_mode=aiq_mode,
         bootstrap=bootstrap,
         seed=seed,
+        cost_model=cost_model,
+        embedder=embedder,
+        embed_text=embed_text,
+        models_dir=str(models_dir) if models_dir else None,
     )
-    with Progress(TextColumn("evaluating"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console, transient=True) as progress:
-        task = progress.add_task("tasks", total=None)
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console, transient=True) as progress:
+        embed = progress.add_task("embedding prompts", total=None, visible=False)
+        task = progress.add_task("evaluating", total=None)
         result = run_evaluation(
             st,
             spec,
             address=address,
             parallel=not sequential,
             on_progress=lambda done, total: progress.update(task, completed=done, total=total),
+            on_embed=lambda done, total: progress.update(embed, completed=done, total=total, visible=True),
         )
     out.mkdir(parents=True, exist_ok=True)
     result.points.to_parquet(out / "points.parquet", index=False)

@@ -72,6 +72,16 @@ OUTCOME_SCHEMA = pa.schema(
 )
 
 
+EMBEDDING_SCHEMA = pa.schema(
+    [
+        pa.field("text_sha256", pa.string(), nullable=False),
+        pa.field("embedder", pa.string(), nullable=False),
+        pa.field("vector", pa.list_(pa.float32())),
+        pa.field("created_at", TIMESTAMP),
+    ]
+)
+
+
 @dataclass(frozen=True)
 class TableSpec:
     name: str
@@ -82,7 +92,9 @@ class TableSpec:
 
 PROMPTS = TableSpec("prompts", PROMPT_SCHEMA, ("sample_id",))
 OUTCOMES = TableSpec("outcomes", OUTCOME_SCHEMA, ("sample_id", "model"), partition_by="model")
-TABLES = {t.name: t for t in (PROMPTS, OUTCOMES)}
+#: Embeddings cached per (text, embedder): computed once, reused by every router and run.
+EMBEDDINGS = TableSpec("embeddings", EMBEDDING_SCHEMA, ("text_sha256", "embedder"), partition_by="embedder")
+TABLES = {t.name: t for t in (PROMPTS, OUTCOMES, EMBEDDINGS)}
 
 COMMITS_DIR = "_commits"
 COMMIT_FORMAT = 1
@@ -122,11 +134,27 @@ class Commit:
 
 @dataclass(frozen=True)
 class AppendResult:
-    prompts_added: int = 0
-    prompts_skipped: int = 0
-    outcomes_added: int = 0
-    outcomes_skipped: int = 0
+    """Rows added and rows skipped (key already stored) per table, and the commit written."""
+
+    added: dict[str, int]
+    skipped: dict[str, int]
     commit: str | None = None
+
+    @property
+    def prompts_added(self) -> int:
+        return self.added.get(PROMPTS.name, 0)
+
+    @property
+    def prompts_skipped(self) -> int:
+        return self.skipped.get(PROMPTS.name, 0)
+
+    @property
+    def outcomes_added(self) -> int:
+        return self.added.get(OUTCOMES.name, 0)
+
+    @property
+    def outcomes_skipped(self) -> int:
+        return self.skipped.get(OUTCOMES.name, 0)
 
 
 def _new_commit_name() -> str:
@@ -228,25 +256,28 @@ class Store:
         return sorted({f.partition for f in self.files(OUTCOMES.name) if f.partition is not None})
 
     # ------------------------------------------------------------------ reading
-    def _read(self, table: TableSpec, columns: list[str] | None, partitions: Iterable[str] | None) -> pd.DataFrame:
+    def read_table(self, table: TableSpec, columns: list[str] | None = None, partitions: Iterable[str] | None = None) -> pa.Table:
+        """The live rows of a table as Arrow, deduplicated by key (the latest commit wins)."""
         files = self.files(table.name, partitions)
         wanted = list(table.schema.names if columns is None else columns)
         read_cols = wanted + [k for k in table.key if k not in wanted]
-        schema = table.schema
+        if not files:
+            return table.schema.empty_table().select(wanted)
 
         def load(f: DataFile) -> pa.Table:
-            ds = pads.dataset(self._abs(f.path), schema=schema, format="parquet", filesystem=self.location.fs)
+            ds = pads.dataset(self._abs(f.path), schema=table.schema, format="parquet", filesystem=self.location.fs)
             return ds.to_table(columns=read_cols)
 
-        if not files:
-            return schema.empty_table().select(wanted).to_pandas()
         with ThreadPoolExecutor(max_workers=min(8, len(files))) as pool:
-            tables = list(pool.map(load, files))
-        df = pa.concat_tables(tables).to_pandas()
-        key = list(table.key)
-        if df.duplicated(key).any():  # overwritten keys: the latest commit wins
-            df = df.drop_duplicates(key, keep="last").reset_index(drop=True)
-        return df[wanted]
+            tbl = pa.concat_tables(list(pool.map(load, files)))
+        keys = tbl.select(list(table.key)).to_pandas()
+        latest = ~keys.duplicated(list(table.key), keep="last").to_numpy()
+        if not latest.all():  # overwritten keys
+            tbl = tbl.filter(pa.array(latest))
+        return tbl.select(wanted)
+
+    def _read(self, table: TableSpec, columns: list[str] | None, partitions: Iterable[str] | None) -> pd.DataFrame:
+        return self.read_table(table, columns, partitions).to_pandas()
 
     def prompts(self, columns: list[str] | None = None, families: Iterable[str] | None = None) -> pd.DataFrame:
         df = self._read(PROMPTS, None if columns is None else list(dict.fromkeys([*columns, "task_family"])), None)
@@ -272,38 +303,43 @@ class Store:
         whose sample_id exists with a different text is an error, since outcomes would silently
         attach to the wrong question.
         """
-        p_tbl = _conform(prompts, PROMPTS, source) if prompts is not None and len(prompts) else None
-        o_tbl = _conform(outcomes, OUTCOMES, source) if outcomes is not None and len(outcomes) else None
-        for tbl, spec in ((p_tbl, PROMPTS), (o_tbl, OUTCOMES)):
-            if tbl is not None:
-                keys = tbl.select(list(spec.key)).to_pandas()
-                dup = keys[_duplicated_keys(keys, spec.key)]
-                if len(dup):
-                    shown = ", ".join(sorted(set(dup["sample_id"]))[:5])
-                    raise UserError(f"{source}: {len(dup)} {spec.name} rows repeat a key (sample_ids: {shown})")
-        if o_tbl is not None:
-            _check_outcome_values(o_tbl, source)
-        p_skip = o_skip = 0
-        if p_tbl is not None and not overwrite:
-            p_tbl, p_skip = self._drop_existing_prompts(p_tbl, source)
-        if o_tbl is not None and not overwrite:
-            o_tbl, o_skip = self._drop_existing_outcomes(o_tbl)
-        if o_tbl is not None and len(o_tbl):
-            self._check_outcomes_have_prompts(o_tbl, p_tbl, source)
+        tables = {}
+        for frame, spec in ((prompts, PROMPTS), (outcomes, OUTCOMES)):
+            if frame is not None and len(frame):
+                tables[spec] = _conform(frame, spec, source)
+        return self.append_tables(tables, overwrite=overwrite, source=source)
+
+    def append_tables(self, tables: dict[TableSpec, pa.Table], *, overwrite: bool = False, source: str = "append") -> AppendResult:
+        """Append Arrow tables (already in their table's schema) in one atomic commit."""
+        for spec, tbl in tables.items():
+            keys = tbl.select(list(spec.key)).to_pandas()
+            dup = keys[_duplicated_keys(keys, spec.key)]
+            if len(dup):
+                shown = ", ".join(sorted(set(dup.iloc[:, 0].astype(str)))[:5])
+                raise UserError(f"{source}: {len(dup)} {spec.name} rows repeat a key ({spec.key[0]}: {shown})")
+        if OUTCOMES in tables:
+            _check_outcome_values(tables[OUTCOMES], source)
+        skipped: dict[str, int] = {}
+        if not overwrite:
+            for spec in list(tables):
+                tables[spec], skipped[spec.name] = self._drop_existing(spec, tables[spec], source)
+        if OUTCOMES in tables and len(tables[OUTCOMES]):
+            self._check_outcomes_have_prompts(tables[OUTCOMES], tables.get(PROMPTS), source)
 
         name = _new_commit_name()
         files: list[DataFile] = []
-        if p_tbl is not None and len(p_tbl):
-            files.append(self._write_part(PROMPTS, None, p_tbl, name))
-        if o_tbl is not None and len(o_tbl):
-            models = o_tbl.column("model").to_pandas()
-            for model, idx in models.groupby(models, sort=True).indices.items():
-                files.append(self._write_part(OUTCOMES, str(model), o_tbl.take(pa.array(idx)), name))
+        for spec, tbl in tables.items():
+            if not len(tbl):
+                continue
+            if spec.partition_by is None:
+                files.append(self._write_part(spec, None, tbl, name))
+                continue
+            values = tbl.column(spec.partition_by).to_pandas()
+            for value, idx in values.groupby(values, sort=True).indices.items():
+                files.append(self._write_part(spec, str(value), tbl.take(pa.array(idx)), name))
         if files:
             write_bytes_atomic(self.location.fs, self._abs(f"{COMMITS_DIR}/{name}.json"), Commit(name, tuple(files)).to_json())
-        n_p = len(p_tbl) if p_tbl is not None else 0
-        n_o = len(o_tbl) if o_tbl is not None else 0
-        return AppendResult(n_p, p_skip, n_o, o_skip, name if files else None)
+        return AppendResult({spec.name: len(tbl) for spec, tbl in tables.items()}, skipped, name if files else None)
 
     def _write_part(self, table: TableSpec, partition: str | None, tbl: pa.Table, commit: str) -> DataFile:
         rel = f"{_partition_dir(table, partition)}/part-{commit}.parquet"
@@ -312,28 +348,25 @@ class Store:
         pq.write_table(tbl, path, filesystem=self.location.fs, compression="zstd")
         return DataFile(table.name, rel, partition, len(tbl))
 
-    def _drop_existing_prompts(self, tbl: pa.Table, source: str) -> tuple[pa.Table, int]:
-        existing = self._read(PROMPTS, ["sample_id", "prompt"], None)
+    def _drop_existing(self, spec: TableSpec, tbl: pa.Table, source: str) -> tuple[pa.Table, int]:
+        """Drop rows whose key is stored already; for prompts, a changed text under a stored id is an error."""
+        key = list(spec.key)
+        compare = ["prompt"] if spec is PROMPTS else []
+        new = tbl.select(key + compare).to_pandas()
+        partitions = None if spec.partition_by is None else new[spec.partition_by].unique().tolist()
+        existing = self._read(spec, key + compare, partitions)
         if existing.empty:
             return tbl, 0
-        new = tbl.select(["sample_id", "prompt"]).to_pandas()
-        merged = new.merge(existing, on="sample_id", how="left", suffixes=("", "_old"), indicator=True)
-        known = (merged["_merge"] == "both").to_numpy()
-        clash = known & (merged["prompt"].fillna("") != merged["prompt_old"].fillna("")).to_numpy()
-        if clash.any():
-            ids = merged.loc[clash, "sample_id"].tolist()
-            raise UserError(
-                f"{source}: {len(ids)} sample_id(s) already in the store with a different prompt "
-                f"({', '.join(ids[:5])}); re-key them (--on-ambiguous rekey) or pass --overwrite"
-            )
-        return tbl.filter(pa.array(~known)), int(known.sum())
-
-    def _drop_existing_outcomes(self, tbl: pa.Table) -> tuple[pa.Table, int]:
-        new = tbl.select(["sample_id", "model"]).to_pandas()
-        existing = self._read(OUTCOMES, ["sample_id", "model"], new["model"].unique().tolist())
-        if existing.empty:
-            return tbl, 0
-        known = new.merge(existing.assign(_k=True), on=["sample_id", "model"], how="left")["_k"].notna().to_numpy()
+        merged = new.merge(existing.assign(_stored=True), on=key, how="left", suffixes=("", "_old"))
+        known = merged["_stored"].notna().to_numpy()
+        if compare:
+            clash = known & (merged["prompt"].fillna("") != merged["prompt_old"].fillna("")).to_numpy()
+            if clash.any():
+                ids = merged.loc[clash, "sample_id"].tolist()
+                raise UserError(
+                    f"{source}: {len(ids)} sample_id(s) already in the store with a different prompt "
+                    f"({', '.join(ids[:5])}); re-key them (--on-ambiguous rekey) or pass --overwrite"
+                )
         return tbl.filter(pa.array(~known)), int(known.sum())
 
     def _check_outcomes_have_prompts(self, o_tbl: pa.Table, p_tbl: pa.Table | None, source: str) -> None:
@@ -358,8 +391,8 @@ class Store:
         for spec in TABLES.values():
             partitions = sorted({f.partition for c in live for f in c.files if f.table == spec.name}, key=str)
             for part in partitions:
-                df = self._read(spec, None, None if part is None else [part])
-                files.append(self._write_part(spec, part, _conform(df, spec, "compact"), name))
+                tbl = self.read_table(spec, None, None if part is None else [part])
+                files.append(self._write_part(spec, part, tbl, name))
         commit = Commit(name, tuple(files), tuple(c.name for c in live))
         write_bytes_atomic(self.location.fs, self._abs(f"{COMMITS_DIR}/{name}.json"), commit.to_json())
         fs = self.location.fs

@@ -19,11 +19,15 @@ import pandas as pd
 from harness import metrics
 from harness.dataset import Store
 from harness.errors import UserError
-from harness.matrix import OutcomeMatrix
+from harness.matrix import OutcomeMatrix, concat_matrices
 from harness.splits import Fold, parse_split
-from routers import DEFAULT_ROUTERS, Router, Routing, build_routers
+from harness.embeddings import DEFAULT_EMBEDDER, attach_features
+from harness.model_config import load_model_configs
+from routers import DEFAULT_ROUTERS, Router, Routing, RoutingOptions, build_routers
 
-POINT_COLUMNS = ["task_family", "router", "config", "lam", "cost", "quality"]
+#: ``curve`` names the hull a point belongs to (the ``config`` of aiq.csv): the setting of a λ
+#: sweep, or a cascade's error rate across its budgets.
+POINT_COLUMNS = ["task_family", "router", "config", "lam", "cost", "quality", "curve"]
 AIQ_COLUMNS = ["task_family", "router", "config", "aiq", "aiq_lo", "aiq_hi"]
 ZERO = "zero"
 
@@ -36,6 +40,16 @@ class EvalSpec:
     aiq_mode: str = "paper"
     bootstrap: int = 200
     seed: int = 0
+    cost_model: str = "expected"
+    embedder: str = DEFAULT_EMBEDDER
+    embed_text: str = "original"
+    models_dir: str | None = None  # model configs, for --cost-model price
+
+    def routing_options(self) -> RoutingOptions:
+        prices = {}
+        if self.cost_model == "price":
+            prices = {name: cfg.price.per_token for name, cfg in load_model_configs(self.models_dir).items()}
+        return RoutingOptions(cost_model=self.cost_model, prices=prices, seed=self.seed)
 
 
 @dataclass
@@ -74,18 +88,7 @@ def route_folds(router: Router, folds: list[Fold]) -> Routing:
     for fold in folds:
         router.fit(fold.train)
         parts.append(router.route(fold.test))
-    if len(parts) == 1:
-        return parts[0]
-    first = parts[0]
-    stack = lambda name: np.concatenate([getattr(p, name) for p in parts], axis=1)  # noqa: E731
-    return Routing(
-        first.router,
-        first.configs,
-        first.lam,
-        stack("quality"),
-        stack("cost"),
-        None if first.choice is None else stack("choice"),
-    )
+    return Routing.concat_prompts(parts)
 
 
 def _group_hulls(cost: np.ndarray, quality: np.ndarray, groups: list[np.ndarray]) -> list[metrics.Hull]:
@@ -109,10 +112,11 @@ def summarise_family(family: str, test: OutcomeMatrix, spec: EvalSpec, *routings
             "router": np.concatenate([[r.router] * len(r.configs) for r in routings]),
             "config": np.concatenate([r.configs for r in routings]),
             "lam": np.concatenate([r.lam for r in routings]),
+            "curve": np.concatenate([r.curves for r in routings]),
         }
     )
-    # One hull per (router, config): the λ sweep of a setting traces its curve.
-    by_setting = meta.groupby(["router", "config"], sort=False).indices
+    # One hull per (router, curve): a λ sweep of one setting, or a cascade's budgets at one error rate.
+    by_setting = meta.groupby(["router", "curve"], sort=False).indices
     group_keys, groups = list(by_setting), list(by_setting.values())
     llm = np.flatnonzero(meta["router"].to_numpy() == "llm")
 
@@ -173,8 +177,13 @@ def evaluate(
     address: str | None = None,
     parallel: bool = True,
     on_progress: Callable[[int, int], None] | None = None,
+    on_embed: Callable[[int, int], None] | None = None,
 ) -> EvalResult:
-    """Evaluate ``spec.routers`` on every task family of ``store`` (or ``spec.families``)."""
+    """Evaluate ``spec.routers`` on every task family of ``store`` (or ``spec.families``).
+
+    ``on_progress(done, total)`` follows the routing tasks, ``on_embed(done, total)`` the
+    embedding of prompts not cached yet.
+    """
     if spec.aiq_mode not in metrics.AIQ_MODES:
         raise UserError(f"--aiq-mode must be one of {', '.join(metrics.AIQ_MODES)}, not '{spec.aiq_mode}'")
     if store.is_empty():
@@ -183,14 +192,19 @@ def evaluate(
             "`routerbench import ../shared/data/routerbench` (or pass --data SOURCE)"
         )
     names = tuple(dict.fromkeys(("llm", *spec.routers)))
-    routers = [r for name in names for r in build_routers(name)]
+    options = spec.routing_options()
+    routers = [r for name in names for r in build_routers(name, options)]
     splitter = parse_split(spec.split)
-    needs_prompts = any(r.needs_prompts for r in routers)
-    matrices = store.matrices(with_prompts=needs_prompts)
+    needs_features = any(r.needs_features for r in routers)
+    matrices = store.matrices(with_prompts=needs_features or any(r.needs_prompts for r in routers))
     families = list(spec.families) if spec.families else sorted(matrices)
     unknown = [f for f in families if f not in matrices]
     if unknown:
         raise UserError(f"unknown task famil{'y' if len(unknown) == 1 else 'ies'} {', '.join(unknown)}; the store has {', '.join(sorted(matrices))}")
+    if not getattr(splitter, "uses_other_families", False):
+        matrices = {f: matrices[f] for f in families}
+    if needs_features:
+        matrices = attach_features(store, matrices, spec.embedder, spec.embed_text, on_embed)
 
     prepared: dict[str, tuple[list[Fold], int]] = {}
     for family in families:
@@ -203,8 +217,8 @@ def evaluate(
         summaries = _run_ray(prepared, routers, spec, address, on_progress)
     else:
         summaries = {
-            f: summarise_family(f, _pooled_test(folds), spec, *[route_folds(r, folds) for r in routers])
-            for f, (folds, _) in prepared.items()
+            fam: summarise_family(fam, concat_matrices([fold.test for fold in folds]), spec, *[route_folds(r, folds) for r in routers])
+            for fam, (folds, _) in prepared.items()
         }
 
     results = []
@@ -242,14 +256,6 @@ def evaluate(
     )
 
 
-def _pooled_test(folds: list[Fold]) -> OutcomeMatrix:
-    if len(folds) == 1:
-        return folds[0].test
-    first = folds[0].test
-    cat = lambda name: np.concatenate([getattr(f.test, name) for f in folds])  # noqa: E731
-    return OutcomeMatrix(first.family, cat("sample_ids"), cat("tasks"), first.models, cat("scores"), cat("costs"))
-
-
 def _run_ray(
     prepared: dict[str, tuple[list[Fold], int]],
     routers: list[Router],
@@ -270,7 +276,7 @@ def _run_ray(
         folds_ref = ray.put(folds)
         routing_refs = [route_task.remote(r, folds_ref) for r in routers]
         # Top-level ObjectRef arguments reach the task as values; the driver never holds the routings.
-        summary_refs[family] = summary_task.remote(family, ray.put(_pooled_test(folds)), spec, *routing_refs)
+        summary_refs[family] = summary_task.remote(family, ray.put(concat_matrices([f.test for f in folds])), spec, *routing_refs)
         all_refs += routing_refs
     all_refs += list(summary_refs.values())
     pending, done = list(all_refs), 0

@@ -58,3 +58,28 @@ class OutcomeMatrix:
     def model_index(self, names: list[str] | np.ndarray) -> np.ndarray:
         """Column indices of model names; -1 for names not in the pool."""
         return pd.Index(self.models).get_indexer(np.asarray(names, dtype=object)).astype(np.int64)
+
+
+def concat_matrices(parts: list[OutcomeMatrix], family: str | None = None) -> OutcomeMatrix:
+    """Rows of several matrices over the same model pool, one after another."""
+    first = parts[0]
+    if len(parts) == 1 and family is None:
+        return first
+    if any(p.models != first.models for p in parts):
+        raise ValueError("matrices with different model pools cannot be concatenated")
+
+    def cat(name: str) -> np.ndarray | None:
+        arrays = [getattr(p, name) for p in parts]
+        return None if any(a is None for a in arrays) else np.concatenate(arrays)
+
+    return OutcomeMatrix(
+        family=family or first.family,
+        sample_ids=cat("sample_ids"),
+        tasks=cat("tasks"),
+        models=first.models,
+        scores=cat("scores"),
+        costs=cat("costs"),
+        prompts=cat("prompts"),
+        prompts_original=cat("prompts_original"),
+        features=cat("features"),
+    )

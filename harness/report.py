@@ -38,7 +38,7 @@ def aiq_table(aiq: pd.DataFrame, points: pd.DataFrame, family: str, all_configs:
         rows = pd.concat([rows[rows["router"] == "llm"], best_configs(rows[rows["router"] != "llm"])])
     rows = rows.sort_values("aiq", ascending=False, kind="stable")
     pts = points[points["task_family"] == family]
-    top = pts.sort_values("quality", kind="stable").drop_duplicates(["router", "config"], keep="last").set_index(["router", "config"])
+    top = pts.sort_values("quality", kind="stable").drop_duplicates(["router", "curve"], keep="last").set_index(["router", "curve"])
     table = Table(title=f"{family}: AIQ (95% bootstrap interval)", title_justify="left")
     for name, justify in (("router", "left"), ("config", "left"), ("AIQ", "right"), ("interval", "right"), ("best quality", "right"), ("at $/query", "right")):
         table.add_column(name, justify=justify)  # type: ignore[arg-type]
@@ -78,7 +78,7 @@ def plot_family(points: pd.DataFrame, aiq: pd.DataFrame, family: str, path: Path
     best = best_configs(aiq[aiq["task_family"] == family])
     colors = plt.get_cmap("tab10")
     for i, r in enumerate(best[~best["router"].isin((*POINT_ROUTERS, "zero"))].itertuples()):
-        curve = pts[(pts["router"] == r.router) & (pts["config"] == r.config)]
+        curve = pts[(pts["router"] == r.router) & (pts["curve"] == r.config)]
         hull = non_decreasing_hull(curve["cost"].to_numpy(), curve["quality"].to_numpy())
         color = colors(i % 10)
         ax.scatter(x(curve["cost"]), curve["quality"], s=10, color=color, alpha=0.4)

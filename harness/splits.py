@@ -7,13 +7,16 @@ disjoint test sets, so pooling them gives one routing decision per prompt.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
+import pandas as pd
 
 from harness.errors import UserError
-from harness.matrix import OutcomeMatrix
+from harness.matrix import OutcomeMatrix, concat_matrices
 from harness.registry import Registry
 
 ROUTERBENCH_SEED = 42
@@ -54,6 +57,79 @@ def _routerbench(arg: str | None) -> Splitter:
     if arg:
         raise UserError(f"split 'routerbench' takes no argument (got '{arg}')")
     return routerbench_split
+
+
+@SPLITS.register("kfold")
+def _kfold(arg: str | None) -> Splitter:
+    """K folds of the seed-42 shuffled ids (every prompt is tested once)."""
+    try:
+        k = int(arg or "")
+    except ValueError:
+        raise UserError(f"split kfold needs a number of folds, e.g. kfold:5 (got '{arg}')") from None
+    if k < 2:
+        raise UserError(f"split kfold needs at least 2 folds (got {k})")
+
+    def kfold_split(family: str, matrices: dict[str, OutcomeMatrix]) -> list[Fold]:
+        m = matrices[family]
+        if m.n < k:
+            raise UserError(f"task family '{family}' has {m.n} prompts, fewer than the {k} folds asked for")
+        parts = np.array_split(routerbench_order(m.sample_ids), k)
+        return [
+            Fold(m.take(np.sort(np.concatenate(parts[:i] + parts[i + 1 :]))), m.take(np.sort(part)))
+            for i, part in enumerate(parts)
+        ]
+
+    return kfold_split
+
+
+@SPLITS.register("leave-task-out")
+def _leave_task_out(arg: str | None) -> Splitter:
+    """Train on every other family, test on all of this one: does routing transfer across tasks?"""
+    if arg:
+        raise UserError(f"split 'leave-task-out' takes no argument (got '{arg}')")
+
+    def leave_task_out(family: str, matrices: dict[str, OutcomeMatrix]) -> list[Fold]:
+        others = [matrices[f] for f in sorted(matrices) if f != family]
+        if not others:
+            raise UserError(f"leave-task-out needs another task family to train on than '{family}'")
+        return [Fold(concat_matrices(others, family=family), matrices[family])]
+
+    leave_task_out.uses_other_families = True  # type: ignore[attr-defined]
+    return leave_task_out
+
+
+@SPLITS.register("file")
+def _from_file(arg: str | None) -> Splitter:
+    """A published split: JSON ``{task_family: {"train": [sample_id…], "test": [sample_id…]}}``."""
+    if not arg:
+        raise UserError("split file needs a path, e.g. file:splits.json")
+    try:
+        doc = json.loads(Path(arg).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise UserError(f"{arg}: cannot read split file ({exc})") from exc
+    if not isinstance(doc, dict):
+        raise UserError(f"{arg}: a split file maps task families to {{'train': [...], 'test': [...]}}")
+    for family, parts in doc.items():
+        if not isinstance(parts, dict) or not {"train", "test"} <= set(parts):
+            raise UserError(f"{arg}: family '{family}' needs 'train' and 'test' lists of sample_ids")
+
+    def file_split(family: str, matrices: dict[str, OutcomeMatrix]) -> list[Fold]:
+        if family not in doc:
+            raise UserError(f"{arg}: no split for task family '{family}' (it has {', '.join(sorted(doc))})")
+        m = matrices[family]
+        index = pd.Index(m.sample_ids)
+        rows = []
+        for part in ("train", "test"):
+            at = index.get_indexer(pd.Index(doc[family][part]).astype(str))
+            if (at < 0).any():
+                unknown = np.asarray(doc[family][part], dtype=object)[at < 0]
+                raise UserError(f"{arg}: {len(unknown)} {part} sample_id(s) of '{family}' are not in the store ({', '.join(map(str, unknown[:3]))})")
+            rows.append(np.sort(at))
+        if np.intersect1d(rows[0], rows[1]).size:
+            raise UserError(f"{arg}: train and test of '{family}' share sample_ids")
+        return [Fold(m.take(rows[0]), m.take(rows[1]))]
+
+    return file_split
 
 
 def parse_split(spec: str) -> Splitter:

@@ -7,18 +7,29 @@ entry-point group.
 
 from __future__ import annotations
 
-from routers import oracle, random_choice, single  # noqa: F401  (register the built-ins)
-from routers.base import Choices, Router, Routing, config_label
 from harness.registry import load_object
+from routers import cascade, knn, mlp, oracle, random_choice, single, svm  # noqa: F401  (register the built-ins)
+from routers.base import ROUTERBENCH_LAMBDAS, Choices, PredictiveRouter, Router, Routing, RoutingOptions, config_label
 from routers.plugin import routers_from
 from routers.registry import ROUTERS
 
-DEFAULT_ROUTERS = ("llm", "oracle", "random")
+DEFAULT_ROUTERS = ("llm", "oracle", "random", "knn", "mlp", "svm", "cascade")
 
 
-def build_routers(spec: str) -> list[Router]:
+def build_routers(spec: str, options: RoutingOptions | None = None) -> list[Router]:
     """Router instances for a registered name (its whole grid) or a ``module:attr`` plug-in."""
-    return routers_from(spec, load_object(spec) if ":" in spec else ROUTERS.get(spec))
+    return routers_from(spec, load_object(spec) if ":" in spec else ROUTERS.get(spec), options or RoutingOptions())
 
 
-__all__ = ["ROUTERS", "DEFAULT_ROUTERS", "Choices", "Router", "Routing", "build_routers", "config_label"]
+__all__ = [
+    "DEFAULT_ROUTERS",
+    "ROUTERBENCH_LAMBDAS",
+    "ROUTERS",
+    "Choices",
+    "PredictiveRouter",
+    "Router",
+    "Routing",
+    "RoutingOptions",
+    "build_routers",
+    "config_label",
+]

@@ -5,36 +5,96 @@ It returns, for each of its settings (λ values, budgets…), the quality and th
 each test prompt; metrics turn those into points and hulls. Most routers pick one model per prompt
 and only implement :meth:`Router.choose`; the base class checks the choices against the pool once
 and looks up the chosen scores and costs in one vectorised step.
+
+Predictive routers (:class:`PredictiveRouter`) predict an n×M quality matrix once and route a
+whole grid of willingness-to-pay values λ with one argmax of ``λ·P − c``.
 """
 
 from __future__ import annotations
 
-from abc import ABC
-from dataclasses import dataclass
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from harness.errors import UserError
 from harness.matrix import OutcomeMatrix
 from harness.metrics import gather
 
+#: RouterBench's willingness-to-pay grid (utils.WILLINGNESS_TO_PAY).
+ROUTERBENCH_LAMBDAS: tuple[float, ...] = (
+    1e-10, 1e-9, 1e-8, 1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 0.005, 0.01, 0.1, 0.5, 1.0, 1.5, 2.0, 10.0,
+    50.0, 100.0, 500.0, 1000.0, 2000.0, 3000.0, 4000.0, 5000.0, 7500.0, 1e4, 2.5e4, 5e4, 7.5e4, 1e5, 1e6, 1e9,
+)  # fmt: skip
+COST_MODELS = ("expected", "price")
+
+
+@dataclass(frozen=True)
+class RoutingOptions:
+    """Settings shared by every router of an evaluation.
+
+    ``cost_model``: the cost term ``c`` of ``λ·P − c`` (and the cascade's order). ``expected``: each
+    model's mean $ per query on the training prompts of the family. ``price``: RouterBench's, each
+    model's input + output list price per token, from ``prices`` (its model config).
+    """
+
+    cost_model: str = "expected"
+    prices: dict[str, float] = field(default_factory=dict)
+    lambdas: tuple[float, ...] = ROUTERBENCH_LAMBDAS
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.cost_model not in COST_MODELS:
+            raise UserError(f"--cost-model must be one of {', '.join(COST_MODELS)}, not '{self.cost_model}'")
+
+    def cost_vector(self, train: OutcomeMatrix) -> np.ndarray:
+        """The per-model cost term, in pool order."""
+        if self.cost_model == "expected":
+            return np.nanmean(train.costs, axis=0)
+        missing = [m for m in train.models if m not in self.prices]
+        if missing:
+            raise UserError(
+                f"--cost-model price needs a model config with prices for {', '.join(missing)} "
+                "(add model_configs/<name>.yaml or use --cost-model expected)"
+            )
+        return np.array([self.prices[m] for m in train.models], dtype=float)
+
 
 @dataclass(frozen=True)
 class Routing:
-    """K routing decisions of one router on n test prompts."""
+    """K routing decisions of one router on n test prompts.
+
+    ``configs`` labels each decision's settings (the ``config`` column of points); ``curves``
+    groups decisions into the curves whose hull and AIQ are reported (a λ sweep, or a cascade's
+    budgets at one judge error rate).
+    """
 
     router: str
     configs: list[str]
     lam: np.ndarray  # (K,), NaN where λ does not apply
     quality: np.ndarray  # (K, n) score obtained on each prompt
     cost: np.ndarray  # (K, n) $ spent on each prompt
-    choice: np.ndarray | None = None  # (K, n) model index, -1 = no model; None for soft routers
+    choice: np.ndarray | None = None  # (K, n) model index, -1 = no model; None for other routers
+    curves: list[str] | None = None
 
     def __post_init__(self) -> None:
         k = len(self.configs)
         if self.quality.shape != self.cost.shape or self.quality.shape[0] != k or self.lam.shape != (k,):
             raise ValueError(f"inconsistent routing shapes for {self.router}")
+        if self.curves is None:
+            object.__setattr__(self, "curves", list(self.configs))
+
+    @classmethod
+    def concat_prompts(cls, parts: list[Routing]) -> Routing:
+        """Pool routings of the same router over disjoint prompt sets (folds)."""
+        if len(parts) == 1:
+            return parts[0]
+        first = parts[0]
+        stack = lambda name: np.concatenate([getattr(p, name) for p in parts], axis=1)  # noqa: E731
+        choice = None if first.choice is None else stack("choice")
+        return cls(first.router, first.configs, first.lam, stack("quality"), stack("cost"), choice, first.curves)
 
 
 @dataclass(frozen=True)
@@ -61,7 +121,8 @@ class Router(ABC):
     #: Whether the router needs the prompt texts (``OutcomeMatrix.prompts``).
     needs_prompts: ClassVar[bool] = False
 
-    def __init__(self, **params: Any) -> None:
+    def __init__(self, options: RoutingOptions | None = None, **params: Any) -> None:
+        self.options = options or RoutingOptions()
         self.params = params
 
     def __repr__(self) -> str:
@@ -99,8 +160,48 @@ class Router(ABC):
         lam = np.full(len(decided.configs), np.nan) if decided.lam is None else np.asarray(decided.lam, dtype=float)
         return Routing(self.name, decided.configs, lam, quality, cost, choice)
 
-    def routing_from_values(self, configs: list[str], quality: np.ndarray, cost: np.ndarray, lam: np.ndarray | None = None) -> Routing:
+    def routing_from_values(
+        self, configs: list[str], quality: np.ndarray, cost: np.ndarray, curves: list[str] | None = None
+    ) -> Routing:
         """A routing given directly as per-prompt quality and cost (soft or multi-call routers)."""
         quality = np.atleast_2d(quality)
-        lam = np.full(len(configs), np.nan) if lam is None else np.asarray(lam, dtype=float)
-        return Routing(self.name, configs, lam, quality, np.atleast_2d(cost))
+        return Routing(self.name, configs, np.full(len(configs), np.nan), quality, np.atleast_2d(cost), curves=curves)
+
+
+class PredictiveRouter(Router):
+    """Predicts each model's quality on each prompt from its embedding, then routes every λ at once."""
+
+    needs_features = True
+
+    def fit(self, train: OutcomeMatrix) -> None:
+        if train.features is None:
+            raise ValueError(f"router '{self.name}' needs prompt embeddings")
+        self.cost = self.options.cost_vector(train)
+        # One BLAS thread: float sums then do not depend on how many threads a process has, so a
+        # Ray worker (OMP_NUM_THREADS=1) and this process fit and predict bit-identically.
+        with threadpool_limits(1):
+            self.fit_features(np.asarray(train.features, dtype=np.float64), train.scores)
+
+    @abstractmethod
+    def fit_features(self, x: np.ndarray, scores: np.ndarray) -> None:
+        """Learn to predict the (n, M) scores from the (n, d) embeddings."""
+
+    @abstractmethod
+    def predict(self, test: OutcomeMatrix) -> np.ndarray:
+        """Predicted quality, (n, M), computed once per test set."""
+
+    def choose(self, test: OutcomeMatrix) -> Choices:
+        lam = np.asarray(self.options.lambdas, dtype=float)
+        with threadpool_limits(1):
+            predicted = self.predict(test)
+        return Choices([self.label] * len(lam), route_lambdas(predicted, self.cost, lam), lam)
+
+
+def route_lambdas(predicted: np.ndarray, cost: np.ndarray, lambdas: np.ndarray) -> np.ndarray:
+    """(K, n) choices: per λ and prompt the model maximising ``P·λ − c`` (first model wins ties).
+
+    Computed as RouterBench does, ``P * λ - c`` in float64: at λ = 1e9 the cost vanishes under
+    the product's rounding and ties fall to pool order, exactly as in its code.
+    """
+    utility = predicted[None, :, :] * lambdas[:, None, None] - cost[None, None, :]
+    return utility.argmax(axis=2)

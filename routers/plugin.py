@@ -17,7 +17,7 @@ import numpy as np
 
 from harness.errors import UserError
 from harness.matrix import OutcomeMatrix
-from routers.base import Choices, Router
+from routers.base import Choices, Router, RoutingOptions
 
 
 class PluginRouter(Router):
@@ -58,10 +58,10 @@ class PluginRouter(Router):
         return Choices([""], idx)
 
 
-def routers_from(spec: str, target: Any) -> list[Router]:
+def routers_from(spec: str, target: Any, options: RoutingOptions) -> list[Router]:
     """Router instances for a loaded object: one per grid setting of a Router subclass, else a plug-in."""
     if inspect.isclass(target) and issubclass(target, Router):
-        return [target(**params) for params in target.grid()]
+        return [target(options, **params) for params in target.grid()]
     if isinstance(target, Router):
         return [target]
     if inspect.isclass(target):

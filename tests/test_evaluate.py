@@ -20,31 +20,51 @@ from harness.splits import routerbench_order
 FAMILIES = ["arc-challenge", "mbpp", "winogrande"]
 
 
+BASELINES = ("llm", "oracle", "random")
+
+
+# mbpp's prompts are short, so embedding them is quick; the slow test below runs all three families.
+ALL_ROUTERS = EvalSpec(families=("mbpp",), bootstrap=50)
+
+
 @pytest.fixture(scope="module")
 def sequential_result(imported_store: Store):
-    return evaluate(imported_store, EvalSpec(bootstrap=50), parallel=False)
+    """Every built-in router (the default grid) on the shared mbpp sample, in this process."""
+    return evaluate(imported_store, ALL_ROUTERS, parallel=False)
 
 
 def test_ray_run_equals_sequential_run(imported_store: Store, sequential_result, ray_local) -> None:
-    on_ray = evaluate(imported_store, EvalSpec(bootstrap=50), parallel=True)
+    on_ray = evaluate(imported_store, ALL_ROUTERS, parallel=True)
     pd.testing.assert_frame_equal(on_ray.points, sequential_result.points)
     pd.testing.assert_frame_equal(on_ray.aiq, sequential_result.aiq)
 
 
 def test_points_and_aiq_shapes(sequential_result) -> None:
-    pts, aiq = sequential_result.points, sequential_result.aiq
+    check_all_routers(sequential_result.points, sequential_result.aiq, ["mbpp"])
+
+
+def check_all_routers(pts: pd.DataFrame, aiq: pd.DataFrame, families: list[str]) -> None:
     assert list(pts.columns) == POINT_COLUMNS and list(aiq.columns) == AIQ_COLUMNS
-    assert sorted(pts["task_family"].unique()) == FAMILIES
-    for fam in FAMILIES:
+    assert sorted(pts["task_family"].unique()) == families
+    for fam in families:
         p = pts[pts["task_family"] == fam]
-        assert p["router"].value_counts().to_dict() == {"llm": 11, "oracle": 1, "random": 1}
-        assert p["lam"].isna().all()
+        counts = {"llm": 11, "oracle": 1, "random": 1, "knn": 3 * 32, "mlp": 2 * 32, "svm": 32, "cascade": 11 * 8}
+        assert p["router"].value_counts().to_dict() == counts
+        assert p.loc[p["router"].isin(["knn", "mlp", "svm"]), "lam"].notna().all()
+        assert p.loc[~p["router"].isin(["knn", "mlp", "svm"]), "lam"].isna().all()
+        knn = p[p["router"] == "knn"]
+        assert set(knn["config"]) == {"k=5,metric=cosine", "k=10,metric=cosine", "k=40,metric=cosine"}
+        cascade = p[p["router"] == "cascade"]
+        assert "error_rate=0.2,budget=0.01" in set(cascade["config"]) and cascade["curve"].nunique() == 8
         a = aiq[aiq["task_family"] == fam].set_index(["router", "config"])["aiq"]
-        assert ("zero", "") in a.index and ("oracle", "") in a.index and len(a) == 14
+        assert ("zero", "") in a.index and ("oracle", "") in a.index and len(a) == 11 + 1 + 1 + 3 + 2 + 1 + 8 + 1
+        assert ("cascade", "error_rate=0.2") in a.index
         # the zero router mixes the single models, so it is at least as good as any one of them,
         # and the oracle (knowing every answer) is better still
         assert a[("zero", "")] >= a.loc["llm"].max() - 1e-12
         assert a[("oracle", "")] > a[("zero", "")]
+        # a perfect judge makes the cascade nearly an oracle; a judge that errs 80 % of the time cannot beat ε = 0
+        assert a[("cascade", "error_rate=0")] > a[("cascade", "error_rate=0.8")]
     assert (aiq["aiq_lo"] <= aiq["aiq"] + 1e-9).mean() > 0.9 and (aiq["aiq"] <= aiq["aiq_hi"] + 1e-9).mean() > 0.9
 
 
@@ -59,7 +79,7 @@ def test_single_model_points_are_test_split_means(imported_store: Store, sequent
 
 
 def test_bootstrap_is_seeded(imported_store: Store) -> None:
-    routers = ("llm", "oracle")
+    routers = ("llm", "oracle", "cascade")
     spec = EvalSpec(routers, families=("mbpp",), bootstrap=30, seed=5)
     a = evaluate(imported_store, spec, parallel=False).aiq
     b = evaluate(imported_store, spec, parallel=False).aiq
@@ -69,8 +89,8 @@ def test_bootstrap_is_seeded(imported_store: Store) -> None:
 
 
 def test_compat_mode_changes_the_range(imported_store: Store) -> None:
-    paper = evaluate(imported_store, EvalSpec(families=("winogrande",), bootstrap=0), parallel=False).aiq.set_index("router")
-    compat = evaluate(imported_store, EvalSpec(families=("winogrande",), bootstrap=0, aiq_mode="compat"), parallel=False).aiq.set_index("router")
+    paper = evaluate(imported_store, EvalSpec(BASELINES, families=("winogrande",), bootstrap=0), parallel=False).aiq.set_index("router")
+    compat = evaluate(imported_store, EvalSpec(BASELINES, families=("winogrande",), bootstrap=0, aiq_mode="compat"), parallel=False).aiq.set_index("router")
     # compat integrates from $0, so every hull loses the stretch below its cheapest point
     assert compat.loc["zero", "aiq"] < paper.loc["zero", "aiq"]
     assert paper["aiq_lo"].isna().all()
@@ -80,7 +100,7 @@ def test_prompts_without_every_outcome_are_left_out_and_counted(routerbench_dir:
     store = Store(tmp_path / "rekeyed")
     batch = load_sources([str(routerbench_dir)], on_ambiguous="rekey")
     store.append(batch.prompts, batch.outcomes)
-    result = evaluate(store, EvalSpec(families=("arc-challenge",), bootstrap=0), parallel=False)
+    result = evaluate(store, EvalSpec(BASELINES, families=("arc-challenge",), bootstrap=0), parallel=False)
     m = store.matrices()["arc-challenge"]
     test = routerbench_order(m.sample_ids)[int(0.7 * m.n) :]
     expected = int((~m.complete_rows()[test]).sum())
@@ -130,16 +150,16 @@ def test_unknown_router_and_family_and_empty_store(imported_store: Store, tmp_pa
     with pytest.raises(UserError, match="Unknown router 'nope'. Available: .*llm.*oracle"):
         evaluate(imported_store, EvalSpec(routers=("nope",)), parallel=False)
     with pytest.raises(UserError, match="unknown task family mmlu; the store has arc-challenge, mbpp, winogrande"):
-        evaluate(imported_store, EvalSpec(families=("mmlu",)), parallel=False)
+        evaluate(imported_store, EvalSpec(BASELINES, families=("mmlu",)), parallel=False)
     with pytest.raises(UserError, match="holds no outcomes; import some first"):
-        evaluate(Store(tmp_path / "empty"), EvalSpec(), parallel=False)
+        evaluate(Store(tmp_path / "empty"), EvalSpec(BASELINES), parallel=False)
     with pytest.raises(UserError, match="cannot import module 'no_such_module'"):
         evaluate(imported_store, EvalSpec(routers=("no_such_module:f",)), parallel=False)
 
 
 def test_cli_evaluate_writes_points_aiq_and_plots(imported_store: Store, tmp_path: Path, ray_local) -> None:
     out = tmp_path / "out"
-    res = CliRunner().invoke(app, ["evaluate", "--store", imported_store.uri, "--out", str(out), "--bootstrap", "20"])
+    res = CliRunner().invoke(app, ["evaluate", "--store", imported_store.uri, "--out", str(out), "--bootstrap", "20", "--routers", "llm,oracle,random,cascade"])
     assert res.exit_code == 0, res.output
     assert "AIQ" in res.output and "zero" in res.output and "gpt-4-1106-preview" in res.output
     assert res.output.strip().splitlines()[-1].startswith("wrote ")
@@ -153,9 +173,24 @@ def test_cli_evaluate_writes_points_aiq_and_plots(imported_store: Store, tmp_pat
     assert again.exit_code == 0 and "redrew 3 plots" in again.output
 
 
+@pytest.mark.slow
+def test_readme_command_evaluates_every_router_on_the_shared_sample(routerbench_dir: Path, tmp_path: Path) -> None:
+    """The README's main job, as a user runs it: a fresh store, a local Ray started by the program."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "results"
+    cmd = [sys.executable, "-m", "harness.cli", "evaluate", "--data", str(routerbench_dir), "--store", str(tmp_path / "store"), "--out", str(out)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "imported 3150 prompts and 34650 outcomes" in done.stdout
+    check_all_routers(pd.read_parquet(out / "points.parquet"), pd.read_csv(out / "aiq.csv").fillna({"config": ""}), FAMILIES)
+    assert done.stdout.strip().splitlines()[-1].startswith("wrote ")
+
+
 def test_cli_evaluate_with_data_imports_first(routerbench_dir: Path, tmp_path: Path, ray_local) -> None:
     store = tmp_path / "fresh"
-    args = ["evaluate", "--store", str(store), "--data", str(routerbench_dir / "mbpp_test.csv"), "--out", str(tmp_path / "o"), "--bootstrap", "0"]
+    args = ["evaluate", "--store", str(store), "--data", str(routerbench_dir / "mbpp_test.csv"), "--out", str(tmp_path / "o"), "--bootstrap", "0", "--routers", "llm,oracle,random"]
     first = CliRunner().invoke(app, args)
     assert first.exit_code == 0, first.output
     assert "imported 128 prompts and 1408 outcomes" in first.output

@@ -42,3 +42,38 @@ def test_task_families() -> None:
     expected = ["mmlu", "grade-school-math", "hellaswag", "arc-challenge", "mbpp", "winogrande", "mtbench", "consensus_summary"]
     assert [task_family(t) for t in tasks] == expected
     assert task_families(pd.Series(tasks)).tolist() == expected
+
+
+def test_kfold_tests_every_prompt_once(imported_store) -> None:
+    matrices = imported_store.matrices()
+    folds = parse_split("kfold:5")("mbpp", matrices)
+    assert len(folds) == 5
+    tested = np.concatenate([f.test.sample_ids for f in folds])
+    assert sorted(tested) == sorted(matrices["mbpp"].sample_ids)
+    for f in folds:
+        assert not set(f.train.sample_ids) & set(f.test.sample_ids) and f.train.n + f.test.n == 427
+    with pytest.raises(UserError, match="kfold needs a number of folds"):
+        parse_split("kfold:x")
+
+
+def test_leave_task_out_trains_on_the_other_families(imported_store) -> None:
+    matrices = imported_store.matrices()
+    (fold,) = parse_split("leave-task-out")("mbpp", matrices)
+    assert fold.test.n == 427 and fold.train.n == matrices["arc-challenge"].n + matrices["winogrande"].n
+    assert not any(s.startswith("mbpp") for s in fold.train.sample_ids) and fold.train.family == "mbpp"
+
+
+def test_split_from_file(imported_store, tmp_path) -> None:
+    import json
+
+    matrices = imported_store.matrices()
+    ids = sorted(matrices["mbpp"].sample_ids)
+    path = tmp_path / "split.json"
+    path.write_text(json.dumps({"mbpp": {"train": ids[:100], "test": ids[100:150]}}))
+    (fold,) = parse_split(f"file:{path}")("mbpp", matrices)
+    assert sorted(fold.train.sample_ids) == ids[:100] and sorted(fold.test.sample_ids) == ids[100:150]
+    with pytest.raises(UserError, match="no split for task family 'winogrande'"):
+        parse_split(f"file:{path}")("winogrande", matrices)
+    path.write_text(json.dumps({"mbpp": {"train": ["nope"], "test": ids[:2]}}))
+    with pytest.raises(UserError, match="1 train sample_id\\(s\\) of 'mbpp' are not in the store \\(nope\\)"):
+        parse_split(f"file:{path}")("mbpp", matrices)

@@ -1,0 +1,211 @@
+"""Model configs: one YAML file per LLM in ``model_configs/``, validated on load.
+
+A config says how to reach the model (provider, model id, endpoint, key variable), what it costs,
+how fast it may be called, how to sample, and what hardware a self-hosted engine needs. The store
+records outcomes under ``name``; ``config_hash`` fingerprints everything that changes answers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from pydantic_core import InitErrorDetails, PydanticCustomError
+
+from harness.errors import UserError
+
+Provider = Literal["vllm", "openai", "anthropic", "openai_compatible", "llama_cpp"]
+SELF_HOSTED: tuple[str, ...] = ("vllm", "llama_cpp")
+PACKAGE_ROOT = Path(__file__).resolve().parents[1]
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_SECRET_FIELDS = ("api_key_env",)  # values never echoed in error messages
+
+
+def _field_error(loc: tuple[str, ...], message: str, value: object) -> ValidationError:
+    """A cross-field problem reported at the field to fix, like any other validation error."""
+    details = InitErrorDetails(type=PydanticCustomError("config", message), loc=loc, input=value)
+    return ValidationError.from_exception_data("ModelConfig", [details])
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Price(_Strict):
+    """Dollar prices. API models: per 1M input/output tokens and per request; self-hosted: per GPU-hour."""
+
+    input_per_mtok: float = Field(0.0, ge=0)
+    output_per_mtok: float = Field(0.0, ge=0)
+    per_request: float = Field(0.0, ge=0)
+    gpu_hour: float = Field(0.0, ge=0)
+
+    @property
+    def per_token(self) -> float:
+        """Input + output list price per token: RouterBench's routing cost term."""
+        return (self.input_per_mtok + self.output_per_mtok) / 1e6
+
+    def cost(self, input_tokens: float, output_tokens: float, requests: float = 1.0) -> float:
+        return (input_tokens * self.input_per_mtok + output_tokens * self.output_per_mtok) / 1e6 + requests * self.per_request
+
+
+class Limits(_Strict):
+    """How hard a model may be called. Rates are enforced by one limiter per provider key and model
+    (a named Ray actor shared by every worker); ``max_spend_usd`` counts each call at its worst case
+    (prompt + max_tokens) until its usage is known, so the cap is never exceeded."""
+
+    requests_per_min: float | None = Field(None, gt=0)
+    tokens_per_min: float | None = Field(None, gt=0)
+    max_concurrency: int = Field(8, ge=1)
+    max_spend_usd: float | None = Field(None, ge=0)
+    timeout_s: float = Field(120.0, gt=0)
+    max_retries: int = Field(6, ge=0)
+    # Seconds of the per-minute rates that may be spent at once (the token buckets' depth).
+    burst_s: float = Field(1.0, gt=0)
+    # Exponential backoff with full jitter between retries: base and ceiling, in seconds.
+    backoff_s: float = Field(0.5, ge=0)
+    max_backoff_s: float = Field(30.0, ge=0)
+
+
+class Sampling(_Strict):
+    temperature: float = Field(0.0, ge=0)
+    max_tokens: int = Field(512, ge=1)
+    stop: list[str] = Field(default_factory=list)
+    seed: int | None = None
+    top_p: float | None = Field(None, gt=0, le=1)
+
+
+class Resources(_Strict):
+    gpus: float = Field(0, ge=0)
+    tensor_parallel_size: int = Field(1, ge=1)
+    replicas: int = Field(1, ge=1)
+    cpus: float = Field(1, ge=0)
+
+
+class Chat(_Strict):
+    """How prompts become model input: a chat template (a Jinja string, or a file relative to the
+    config), a named format (llama.cpp's ``--chat_format``; ``plain`` for vLLM: the turns' text
+    without any template), and a system prompt for requests that bring none."""
+
+    template: str | None = None
+    format: str | None = None
+    system: str | None = None
+
+
+class ModelConfig(_Strict):
+    name: str = Field(min_length=1)
+    provider: Provider
+    model: str = Field(min_length=1)
+    base_url: str | None = None
+    api_key_env: str | None = None
+    price: Price = Field(default_factory=Price)
+    limits: Limits = Field(default_factory=Limits)
+    sampling: Sampling = Field(default_factory=Sampling)
+    resources: Resources = Field(default_factory=Resources)
+    chat: Chat = Field(default_factory=Chat)
+    engine_args: dict = Field(default_factory=dict)
+    # Environment of self-hosted engine processes (e.g. VLLM_CPU_KVCACHE_SPACE); never for keys.
+    env: dict[str, str] = Field(default_factory=dict)
+    source: str | None = Field(None, exclude=True)  # the file it came from, for messages
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _names_a_variable(cls, value: str | None) -> str | None:
+        # The message never repeats the value: it may be a key pasted by mistake.
+        if value is not None and not _ENV_NAME.fullmatch(value):
+            raise ValueError("must name the environment variable that holds the key (e.g. OPENAI_API_KEY), not the key itself")
+        return value
+
+    @model_validator(mode="after")
+    def _provider_needs(self) -> ModelConfig:
+        if self.provider == "openai_compatible" and not self.base_url:
+            raise _field_error(("base_url",), "provider openai_compatible needs base_url (the server's /v1 URL)", self.base_url)
+        if self.limits.max_backoff_s < self.limits.backoff_s:
+            raise _field_error(("limits", "max_backoff_s"), "must be at least limits.backoff_s", self.limits.max_backoff_s)
+        if self.resources.tensor_parallel_size > 1 and self.resources.gpus < self.resources.tensor_parallel_size:
+            raise _field_error(("resources", "gpus"), "must cover resources.tensor_parallel_size (GPUs per replica)", self.resources.gpus)
+        return self
+
+    def chat_template(self) -> str | None:
+        """``chat.template`` as Jinja text: read from a file where it names one."""
+        template = self.chat.template
+        if not template or "{" in template:
+            return template
+        path = Path(template).expanduser()
+        if not path.is_absolute() and self.source:
+            path = Path(self.source).parent / path
+        try:
+            return path.read_text()
+        except OSError as exc:
+            raise UserError(f"{self.source or self.name}: field 'chat.template': cannot read {path} ({exc.strerror or exc})") from None
+
+    @property
+    def self_hosted(self) -> bool:
+        return self.provider in SELF_HOSTED
+
+    def api_key(self) -> str | None:
+        """The key from ``api_key_env``; never stored in the config itself."""
+        return os.environ.get(self.api_key_env) if self.api_key_env else None
+
+    def config_hash(self, extra: dict | None = None) -> str:
+        """Fingerprint of what changes the answers (model, endpoint kind, sampling, chat, engine args),
+        not of prices or rate limits, which are re-priced or irrelevant to answers."""
+        doc = {
+            "provider": self.provider,
+            "model": self.model,
+            "sampling": self.sampling.model_dump(),
+            "chat": self.chat.model_dump(),
+            "engine_args": self.engine_args,
+            **(extra or {}),
+        }
+        return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _field_path(error: dict) -> str:
+    return ".".join(str(p) for p in error["loc"]) or "(top level)"
+
+
+def load_model_config(path: str | os.PathLike) -> ModelConfig:
+    """Read and validate one YAML config; any problem is one line naming the file and the field."""
+    path = Path(path)
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read model config ({exc.strerror or exc})") from exc
+    except yaml.YAMLError as exc:
+        raise UserError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from exc
+    if not isinstance(doc, dict):
+        raise UserError(f"{path}: a model config must be a mapping of fields")
+    try:
+        return ModelConfig(**doc, source=str(path))
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        echo = "input" in err and not isinstance(err["input"], dict) and not set(map(str, err["loc"])) & set(_SECRET_FIELDS)
+        value = f" (got {err['input']!r})" if echo else ""
+        raise UserError(f"{path}: field '{_field_path(err)}': {err['msg']}{value}") from None
+
+
+def default_models_dir() -> Path:
+    """``model_configs/`` in the working directory (a job's working dir), else next to the package."""
+    here = Path("model_configs")
+    return here if here.is_dir() else PACKAGE_ROOT / "model_configs"
+
+
+def load_model_configs(directory: str | os.PathLike | None = None) -> dict[str, ModelConfig]:
+    """Every config in a directory, by model name; two files naming the same model is an error."""
+    directory = Path(directory) if directory else default_models_dir()
+    if not directory.is_dir():
+        raise UserError(f"{directory}: no such model config directory")
+    configs: dict[str, ModelConfig] = {}
+    for path in sorted(directory.glob("*.y*ml")):
+        cfg = load_model_config(path)
+        if cfg.name in configs:
+            raise UserError(f"{path}: model name '{cfg.name}' is also used by {configs[cfg.name].source}")
+        configs[cfg.name] = cfg
+    return configs
