@@ -14,7 +14,9 @@ from rich.table import Table
 
 from harness.dataset import AppendResult, Store, default_store_uri
 from harness.errors import UserError
+from harness.generation.cli import generate
 from harness.importers import EXPORTS, ImportBatch, load_sources
+from harness.tasks.cli import prompts_app
 from routers import DEFAULT_ROUTERS
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, help="Evaluate LLM routers on recorded outcomes.")
@@ -135,6 +137,7 @@ def evaluate(
     embedder: Annotated[str, typer.Option(help="sentence-transformers model for prompt embeddings.")] = "all-MiniLM-L6-v2",
     embed_text: Annotated[str, typer.Option(help="Embed the prompt as imported ('original') or decoded ('plain').")] = "original",
     models_dir: Annotated[Optional[Path], typer.Option(help="Model configs (prices for --cost-model price).")] = None,
+    models: Annotated[Optional[str], typer.Option(help="Comma-separated models to route between (default: per family, every model with outcomes there).")] = None,
     address: Annotated[Optional[str], typer.Option(help="Ray cluster address (default: RAY_ADDRESS or a local Ray).")] = None,
     sequential: Annotated[bool, typer.Option(help="Run in this process, without Ray.")] = False,
 ) -> None:
@@ -157,6 +160,7 @@ def evaluate(
         embedder=embedder,
         embed_text=embed_text,
         models_dir=str(models_dir) if models_dir else None,
+        models=_csv(models),
     )
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console, transient=True) as progress:
         embed = progress.add_task("embedding prompts", total=None, visible=False)
@@ -169,6 +173,7 @@ def evaluate(
             on_progress=lambda done, total: progress.update(task, completed=done, total=total),
             on_embed=lambda done, total: progress.update(embed, completed=done, total=total, visible=True),
         )
+    partial = {r.family: r.partial for r in result.families}
     out.mkdir(parents=True, exist_ok=True)
     result.points.to_parquet(out / "points.parquet", index=False)
     result.aiq.to_csv(out / "aiq.csv", index=False)
@@ -179,6 +184,10 @@ def evaluate(
         if fam.left_out:
             note += f"; {fam.left_out} test prompts left out (no outcome for every one of the {fam.models} models)"
         console.print(note)
+        for model, covered in partial.get(fam.task_family, []):
+            console.print(f"  {model} has outcomes for {covered} of {fam.prompts} prompts: only those are evaluated (--models picks the pool)")
+    if result.skipped:
+        console.print(f"skipped {', '.join(result.skipped)}: no test prompt has an outcome for every model of the family's pool")
     console.print(f"wrote {out / 'points.parquet'}, {out / 'aiq.csv'} and {len(result.summary)} plots to {out}/")
 
 
@@ -199,6 +208,10 @@ def report(
         console.print(aiq_table(aiq, points, family, all_configs=all_configs))
         plot_family(points, aiq, family, out / f"{family}.png")
     console.print(f"redrew {aiq['task_family'].nunique()} plots in {out}/")
+
+
+app.add_typer(prompts_app, name="prompts")
+app.command()(generate)
 
 
 def main() -> None:

@@ -42,7 +42,7 @@ def prompt_texts(matrix: OutcomeMatrix, mode: str) -> np.ndarray:
     if mode == "plain" or matrix.prompts_original is None:
         return plain
     original = matrix.prompts_original.astype(object)
-    return np.where(np.array([o is not None for o in original]), original, plain)
+    return np.where(pd.isna(original), plain, original)
 
 
 @lru_cache(maxsize=2)

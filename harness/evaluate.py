@@ -8,7 +8,6 @@ routings into points and AIQ. ``parallel=False`` runs the same functions in this
 
 from __future__ import annotations
 
-import logging
 import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -20,6 +19,7 @@ from harness import metrics
 from harness.dataset import Store
 from harness.errors import UserError
 from harness.matrix import OutcomeMatrix, concat_matrices
+from harness.ray_runtime import ensure_ray
 from harness.splits import Fold, parse_split
 from harness.embeddings import DEFAULT_EMBEDDER, attach_features
 from harness.model_config import load_model_configs
@@ -44,6 +44,7 @@ class EvalSpec:
     embedder: str = DEFAULT_EMBEDDER
     embed_text: str = "original"
     models_dir: str | None = None  # model configs, for --cost-model price
+    models: tuple[str, ...] | None = None  # the pool (default: per family, every model with outcomes there)
 
     def routing_options(self) -> RoutingOptions:
         prices = {}
@@ -61,6 +62,7 @@ class FamilyResult:
     n_train: int
     n_test: int
     n_left_out: int
+    partial: list[tuple[str, int]] = field(default_factory=list)  # pool models missing on some prompts: (model, prompts covered)
 
 
 @dataclass
@@ -69,6 +71,7 @@ class EvalResult:
     aiq: pd.DataFrame
     summary: pd.DataFrame
     families: list[FamilyResult] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # families without a prompt every pool model answered
 
 
 # ---------------------------------------------------------------------- per-task work
@@ -157,19 +160,6 @@ def _plugin_modules_by_value(specs: tuple[str, ...]) -> None:
                 cloudpickle.register_pickle_by_value(module)
 
 
-def init_ray(address: str | None) -> None:
-    """Connect to ``address`` (or ``RAY_ADDRESS``), else start a local Ray."""
-    import ray
-
-    if ray.is_initialized():
-        return
-    ray.init(address=address, logging_level=logging.ERROR, include_dashboard=False if address is None else None)
-
-
-def _run_local(fn: Callable[..., Any], calls: list[tuple]) -> list[Any]:
-    return [fn(*args) for args in calls]
-
-
 def evaluate(
     store: Store,
     spec: EvalSpec,
@@ -203,15 +193,22 @@ def evaluate(
         raise UserError(f"unknown task famil{'y' if len(unknown) == 1 else 'ies'} {', '.join(unknown)}; the store has {', '.join(sorted(matrices))}")
     if not getattr(splitter, "uses_other_families", False):
         matrices = {f: matrices[f] for f in families}
+    matrices = choose_pools(matrices, spec.models, shared=getattr(splitter, "uses_other_families", False))
     if needs_features:
         matrices = attach_features(store, matrices, spec.embedder, spec.embed_text, on_embed)
 
     prepared: dict[str, tuple[list[Fold], int]] = {}
+    skipped = []
     for family in families:
         folds, left_out = complete_folds(splitter(family, matrices))
         if sum(f.test.n for f in folds) == 0:
-            raise UserError(f"task family '{family}' has no test prompt with an outcome for every model ({', '.join(matrices[family].models)})")
+            if spec.families:
+                raise UserError(f"task family '{family}' has no test prompt with an outcome for every model ({', '.join(matrices[family].models)})")
+            skipped.append(family)
+            continue
         prepared[family] = (folds, left_out)
+    if not prepared:
+        raise UserError(f"no task family has test prompts with an outcome for every model of its pool ({', '.join(skipped)})")
 
     if parallel:
         summaries = _run_ray(prepared, routers, spec, address, on_progress)
@@ -233,6 +230,7 @@ def evaluate(
                 n_train=sum(f.train.n for f in folds),
                 n_test=sum(f.test.n for f in folds),
                 n_left_out=left_out,
+                partial=[(m, int(c)) for m, c in zip(matrices[family].models, matrices[family].coverage()) if c < matrices[family].n],
             )
         )
     summary = pd.DataFrame(
@@ -253,7 +251,26 @@ def evaluate(
         aiq=pd.concat([r.aiq for r in results], ignore_index=True),
         summary=summary,
         families=results,
+        skipped=skipped,
     )
+
+
+def choose_pools(matrices: dict[str, OutcomeMatrix], models: tuple[str, ...] | None, shared: bool) -> dict[str, OutcomeMatrix]:
+    """Each family's model pool: ``models`` if given, else the models with outcomes in that family
+    (in every family, when a split trains across families)."""
+    if models:
+        out = {}
+        for fam, m in matrices.items():
+            idx = m.model_index(list(models))
+            if (idx < 0).any():
+                raise UserError(f"--models: {', '.join(np.asarray(models)[idx < 0])} not in the store (it has {', '.join(m.models)})")
+            out[fam] = m.with_models(idx)
+        return out
+    present = {fam: m.coverage() > 0 for fam, m in matrices.items()}
+    if shared:
+        everywhere = np.logical_and.reduce(list(present.values()))
+        present = {fam: everywhere for fam in matrices}
+    return {fam: m.with_models(np.flatnonzero(present[fam])) for fam, m in matrices.items()}
 
 
 def _run_ray(
@@ -266,7 +283,7 @@ def _run_ray(
     import ray
     from ray.exceptions import RayTaskError
 
-    init_ray(address)
+    ensure_ray(address)
     _plugin_modules_by_value(spec.routers)
     route_task = ray.remote(route_folds)
     summary_task = ray.remote(summarise_family)

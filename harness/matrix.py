@@ -55,6 +55,15 @@ class OutcomeMatrix:
             features=pick(self.features),
         )
 
+    def with_models(self, keep: np.ndarray | list[int]) -> OutcomeMatrix:
+        """The matrix restricted to the model columns ``keep`` (indices, in that order)."""
+        keep = np.asarray(keep, dtype=np.int64)
+        return replace(self, models=tuple(self.models[i] for i in keep), scores=self.scores[:, keep], costs=self.costs[:, keep])
+
+    def coverage(self) -> np.ndarray:
+        """Per model, how many prompts have its outcome."""
+        return (~np.isnan(self.scores)).sum(axis=0)
+
     def model_index(self, names: list[str] | np.ndarray) -> np.ndarray:
         """Column indices of model names; -1 for names not in the pool."""
         return pd.Index(self.models).get_indexer(np.asarray(names, dtype=object)).astype(np.int64)

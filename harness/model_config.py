@@ -16,7 +16,6 @@ from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from harness.errors import UserError

@@ -44,9 +44,9 @@ def ray_local():
     """One local Ray for the whole session (starting Ray costs seconds)."""
     import ray
 
-    from harness.evaluate import init_ray
+    from harness.ray_runtime import ensure_ray
 
-    init_ray(None)
+    ensure_ray(None)
     yield ray
     ray.shutdown()
 
@@ -56,3 +56,58 @@ def _isolated_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Downloads and default stores of a test never touch the user's home."""
     monkeypatch.setenv("ROUTERBENCH_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("ROUTERBENCH_STORE", str(tmp_path / "default-store"))
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def ray_head(tmp_path_factory: pytest.TempPathFactory):
+    """A real Ray head on 127.0.0.1 for `ray job submit`, started from this environment (so a job's
+    `routerbench` is this checkout's) with token auth off (Ray 2.60 turns it on by default)."""
+    import shutil
+    import subprocess
+    import tempfile
+
+    bin_dir = Path(sys.executable).parent
+    ray_cli = bin_dir / "ray"
+    if not ray_cli.exists():
+        pytest.skip("the ray CLI is not installed next to this Python")
+    temp_dir = tempfile.mkdtemp(prefix="rbh-", dir="/tmp")  # Ray's socket paths must stay short
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "RAY_AUTH_MODE": "disabled"}
+    gcs, dashboard = free_port(), free_port()
+    # Every port explicit: a local Ray of this test session holds the defaults (e.g. the agent's 52365).
+    start = [
+        str(ray_cli), "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(gcs),
+        "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard), "--include-dashboard=true",
+        "--dashboard-agent-listen-port", str(free_port()), "--dashboard-agent-grpc-port", str(free_port()),
+        "--metrics-export-port", str(free_port()), "--runtime-env-agent-port", str(free_port()),
+        "--disable-usage-stats", "--num-cpus", "2", "--resources", '{"sandbox": 2}', "--temp-dir", temp_dir,
+    ]  # fmt: skip
+    subprocess.run(start, env=env, check=True, capture_output=True, timeout=180)
+    address = f"http://127.0.0.1:{dashboard}"
+    try:
+        yield {"address": address, "env": {**env, "RAY_ADDRESS": address}, "ray": str(ray_cli)}
+    finally:
+        subprocess.run([str(ray_cli), "stop", "--force"], env=env, capture_output=True, timeout=120)
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def submit_job(head: dict, entrypoint: list[str], working_dir: Path = ROOT, timeout: float = 1200):
+    """`ray job submit --working-dir … -- entrypoint`; waits and returns the finished process."""
+    import subprocess
+
+    import time
+
+    cmd = [head["ray"], "job", "submit", "--address", head["address"], "--working-dir", str(working_dir), "--", *entrypoint]
+    deadline = time.monotonic() + 120
+    while True:  # right after `ray start` the job agent may not be up yet
+        done = subprocess.run(cmd, env=head["env"], capture_output=True, text=True, timeout=timeout)
+        if "No available agent" not in done.stderr or time.monotonic() > deadline:
+            return done
+        time.sleep(2)

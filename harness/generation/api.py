@@ -1,0 +1,264 @@
+"""API engines: async SDK clients in Ray actors that share one rate limiter per provider key.
+
+The driver (:class:`ApiEngine`) cuts a batch into small chunks and keeps a bounded window of them
+in flight on ``resources.replicas`` worker actors (:class:`ApiCaller` as an async Ray actor, no CPU reserved:
+they wait on the network). A worker answers each request of a chunk concurrently, each one:
+
+1. waits for a local slot (``limits.max_concurrency``) and a grant from the shared limiter
+   (:mod:`harness.generation.limiter`) for its worst case: prompt estimate + max_tokens;
+2. calls the provider through its :class:`Protocol` (one per file: ``openai_engine.py``,
+   ``anthropic_engine.py``), with the SDK's own retries off;
+3. settles the grant with the reported usage and cost;
+4. on a retryable failure goes back to 1 after a backoff (:mod:`harness.generation.retry`).
+
+Whatever happens, each request comes back exactly once: as an answer or as a failed result with
+its error kind. The API key is read from ``api_key_env`` on the driver and handed to the workers
+as a :class:`Secret` (masked in every repr, never logged, never written).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import itertools
+import math
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from harness.errors import UserError
+from harness.generation.base import Engine, Request, Result, check_unique
+from harness.generation.cost import token_cost
+from harness.generation.limiter import RateLimiter, RemoteLimiter, get_limiter, limiter_name
+from harness.ray_runtime import ensure_ray
+from harness.generation.retry import MalformedResponse, SpendCapReached, classify, retrying
+from harness.model_config import ModelConfig
+
+#: Header carrying the sample_id with each call: lets a server (ours, a gateway) trace attempts.
+SAMPLE_HEADER = "X-Routerbench-Sample-Id"
+NO_KEY = "EMPTY"  # what SDKs get for servers that need no key (they insist on some string)
+
+
+class Secret:
+    """A value that never shows itself in a repr, a log line or a traceback's locals."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+
+def api_key(config: ModelConfig) -> Secret:
+    """The key from the variable ``api_key_env`` names; servers that need none get a placeholder."""
+    if config.api_key_env is None:
+        if config.provider in ("openai", "anthropic") and not config.base_url:
+            raise UserError(f"{config.source or config.name}: field 'api_key_env': provider {config.provider} needs the name of the variable holding its key")
+        return Secret(NO_KEY)
+    value = config.api_key()
+    if not value:
+        raise UserError(f"{config.source or config.name}: field 'api_key_env': environment variable {config.api_key_env} is not set; export it with the key")
+    return Secret(value)
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str
+    input_tokens: int | None
+    output_tokens: int | None
+
+
+def estimate_prompt_tokens(messages: list[dict[str, str]]) -> int:
+    """A cautious upper estimate (a token per 3 characters, plus per-turn overhead) for reserving
+    capacity before the provider reports the real count."""
+    return sum(math.ceil(len(m.get("content") or "") / 3) + 4 for m in messages) + 3
+
+
+def sdk_call_args(method: Any, body: dict[str, Any], extra_body: dict[str, Any] | None) -> dict[str, Any]:
+    """Keyword arguments for an SDK method: fields its signature lacks (SDKs drop parameters over
+    versions, e.g. sampling ones) travel in ``extra_body``, so the request body stays the same."""
+    known = _parameters(getattr(method, "__func__", method))
+    kwargs = {k: v for k, v in body.items() if k in known}
+    extra = {k: v for k, v in body.items() if k not in known} | (extra_body or {})
+    return kwargs | ({"extra_body": extra} if extra else {})
+
+
+@functools.cache
+def _parameters(method: Any) -> frozenset[str]:
+    return frozenset(inspect.signature(method).parameters)
+
+
+def with_system(messages: list[dict[str, str]], system: str | None) -> list[dict[str, str]]:
+    """Prepend the config's system prompt unless the request brings its own."""
+    if not system or any(m.get("role") == "system" for m in messages):
+        return messages
+    return [{"role": "system", "content": system}, *messages]
+
+
+class Protocol(ABC):
+    """One provider's API through its official async SDK. Built inside the worker."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        self.config = config
+
+    @abstractmethod
+    def make_client(self, key: str) -> Any:
+        """The SDK's async client, with its own retries off (ours count against the limiter)."""
+
+    @abstractmethod
+    async def complete(self, client: Any, request: Request) -> Completion:
+        """One call; raises the SDK's exceptions, or MalformedResponse for a body it cannot read."""
+
+    def max_tokens(self, request: Request) -> int:
+        return request.max_tokens or self.config.sampling.max_tokens
+
+
+def _describe(exc: BaseException, secret: str) -> str:
+    first_line = next(iter(str(exc).strip().splitlines()), "")
+    text = f"{type(exc).__name__}: {first_line}"
+    return text.replace(secret, "***") if secret and secret != NO_KEY else text
+
+
+class ApiCaller:
+    """Answers requests for one config: limiter, SDK call, retries. Runs as an async Ray actor
+    (started by :class:`ApiEngine`), or in-process with an in-process :class:`RateLimiter`."""
+
+    def __init__(self, config: ModelConfig, protocol: type[Protocol], limiter: RemoteLimiter | RateLimiter, key: Secret) -> None:
+        self.config = config
+        self.protocol = protocol(config)
+        self.limiter = limiter
+        self._key = key
+        self.client = self.protocol.make_client(key.reveal())
+        self.slots = asyncio.Semaphore(config.limits.max_concurrency)
+
+    async def run(self, requests: list[Request]) -> list[Result]:
+        return list(await asyncio.gather(*(self.answer(r) for r in requests)))
+
+    async def answer(self, request: Request) -> Result:
+        attempts = 0
+        try:
+            async for attempt in retrying(self.config.limits):
+                with attempt:
+                    attempts = attempt.retry_state.attempt_number
+                    async with self.slots:  # held for the call, not for the backoff after it
+                        result = await self._attempt(request)
+            result.attempts = attempts
+            return result
+        except Exception as exc:  # every failure becomes a result: nothing is lost
+            return Result.failure(request, self.config.name, classify(exc), _describe(exc, self._key.reveal()), attempts)
+
+    async def _attempt(self, request: Request) -> Result:
+        price, max_tokens = self.config.price, self.protocol.max_tokens(request)
+        estimate = estimate_prompt_tokens(request.messages)
+        worst_cost = price.cost(estimate, max_tokens)
+        grant = await self.limiter.acquire(estimate + max_tokens, worst_cost)
+        if not grant.ok:
+            raise SpendCapReached(f"limits.max_spend_usd = {self.config.limits.max_spend_usd} reached")
+        start = time.perf_counter()
+        try:
+            done = await self.protocol.complete(self.client, request)
+        except BaseException as exc:  # cancelled too: a grant is always closed
+            await asyncio.shield(self._settle_failure(grant.id, exc))
+            raise
+        latency = time.perf_counter() - start
+        cost = token_cost(price, done.input_tokens, done.output_tokens)
+        used = None if done.input_tokens is None or done.output_tokens is None else done.input_tokens + done.output_tokens
+        await self.limiter.settle(grant.id, used, cost)
+        return Result(request.sample_id, self.config.name, done.text, done.input_tokens, done.output_tokens, latency, cost)
+
+    async def _settle_failure(self, grant_id: int, exc: BaseException) -> None:
+        """An error status was not billed (and a 429 not counted); a call that got no readable
+        answer (timeout, dropped, malformed) may have run: it keeps its worst case."""
+        status = getattr(exc, "status_code", None)
+        if isinstance(status, int) and status >= 400:
+            await self.limiter.settle(grant_id, 0 if status == 429 else None, 0.0)
+        else:
+            await self.limiter.settle(grant_id, None, None)
+
+
+class ApiEngine(Engine):
+    """Driver side of an API engine; subclasses name their :class:`Protocol`."""
+
+    protocol: ClassVar[type[Protocol]]
+    chunk_size: ClassVar[int] = 8
+
+    def __init__(self, config: ModelConfig, *, pin_to_this_node: bool = False) -> None:
+        super().__init__(config)
+        self.pin_to_this_node = pin_to_this_node  # a server on this node's 127.0.0.1
+        self._workers: list[Any] = []
+        self.limiter: RemoteLimiter | None = None
+
+    def start(self) -> None:
+        """Create the limiter and the worker actors (done on first use)."""
+        if self._workers:
+            return
+        ray = ensure_ray()
+        key = api_key(self.config)
+        name = limiter_name(self.config.provider, self.config.base_url, key.reveal(), self.config.model)
+        self.limiter = get_limiter(name, self.config.limits)
+        options: dict[str, Any] = {"num_cpus": 0, "max_concurrency": 10_000}
+        if self.pin_to_this_node:
+            from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+            options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+        worker = ray.remote(ApiCaller).options(**options)
+        self._workers = [worker.remote(self.config, self.protocol, self.limiter, key) for _ in range(self.config.resources.replicas)]
+
+    def _chunk(self) -> int:
+        return max(1, min(self.chunk_size, self.config.limits.max_concurrency // 2))
+
+    def stream_batches(self, requests: Iterable[Request]) -> Iterator[list[Result]]:
+        """Results a chunk at a time, as chunks complete; at most a bounded window in flight."""
+        import ray
+
+        batch = check_unique(requests)
+        if not batch:
+            return
+        self.start()
+        size = self._chunk()
+        chunks = iter([batch[i : i + size] for i in range(0, len(batch), size)])
+        window = max(2 * len(self._workers), math.ceil(2 * self.config.limits.max_concurrency * len(self._workers) / size))
+        workers = itertools.cycle(self._workers)
+        pending: dict[Any, list[Request]] = {}
+        for chunk in itertools.islice(chunks, window):
+            pending[next(workers).run.remote(chunk)] = chunk
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            chunk = pending.pop(ready[0])
+            try:
+                results = ray.get(ready[0])
+            except ray.exceptions.RayError as exc:  # a worker died: its chunk is recorded, not lost
+                results = [Result.failure(r, self.config.name, "engine", f"worker failed: {type(exc).__name__}") for r in chunk]
+            if (nxt := next(chunks, None)) is not None:
+                pending[next(workers).run.remote(nxt)] = nxt
+            yield results
+
+    def stream(self, requests: Iterable[Request]) -> Iterator[Result]:
+        for results in self.stream_batches(requests):
+            yield from results
+
+    def limiter_stats(self):
+        """The shared limiter's counters (granted, refused, tokens, spend, peak concurrency)."""
+        self.start()
+        assert self.limiter is not None
+        return self.limiter.snapshot()
+
+    def close(self) -> None:
+        import ray
+
+        for w in self._workers:
+            ray.kill(w)
+        self._workers = []
+
+
+__all__ = ["ApiCaller", "ApiEngine", "Completion", "MalformedResponse", "Protocol", "SAMPLE_HEADER", "Secret", "api_key"]

@@ -1,0 +1,142 @@
+"""The engine contract: a batch of chat requests in, one result per request out.
+
+Every engine (OpenAI-protocol and Anthropic clients, vLLM on Ray, llama.cpp) answers
+:class:`Request` objects with :class:`Result` objects; a failed request is a result with an
+``error`` kind, never an exception that loses the rest of the batch. Costs come from the model
+config's prices and the token usage the engine reports (self-hosted engines: device time, see
+:mod:`harness.generation.cost`).
+
+Engines implement :meth:`Engine.stream` (results in completion order, for progress bars);
+:meth:`Engine.generate` collects them in request order.
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from harness.errors import UserError
+from harness.model_config import ModelConfig
+from harness.registry import Registry
+
+#: Error kinds recorded in ``Result.error`` (and the store's ``error`` column as ``engine:<kind>``).
+ERROR_KINDS = (
+    "rate_limited",  # 429 after the retries ran out
+    "server_error",  # 5xx after the retries ran out
+    "timeout",
+    "connection",  # refused / reset / dropped
+    "malformed",  # a body that is not the protocol's JSON
+    "bad_request",  # 400 / 422: not retried
+    "auth",  # 401 / 403: not retried
+    "not_found",  # 404: not retried
+    "spend_cap",  # the config's max_spend_usd was reached before this call
+    "engine",  # anything else the engine raised
+)
+#: Kinds worth another attempt: the same request may succeed later.
+RETRYABLE_KINDS = frozenset({"rate_limited", "server_error", "timeout", "connection", "malformed"})
+
+
+@dataclass(frozen=True)
+class Request:
+    sample_id: str
+    messages: list[dict[str, str]]  # OpenAI-style chat turns: {"role": ..., "content": ...}
+    max_tokens: int | None = None  # overrides the config's sampling.max_tokens
+
+    @classmethod
+    def from_prompt(cls, sample_id: str, prompt: str, max_tokens: int | None = None) -> Request:
+        """A store prompt as chat turns: plain text is one user turn; a JSON list of
+        ``{"role", "content"}`` objects is taken as the conversation itself."""
+        text = prompt.strip()
+        if text.startswith("[") and text.endswith("]"):
+            try:
+                turns = json.loads(text)
+            except ValueError:
+                turns = None
+            if isinstance(turns, list) and turns and all(isinstance(t, dict) and {"role", "content"} <= t.keys() for t in turns):
+                return cls(sample_id, [{"role": str(t["role"]), "content": str(t["content"])} for t in turns], max_tokens)
+            if isinstance(turns, list) and turns and all(isinstance(t, str) for t in turns):
+                raise UserError(
+                    f"sample '{sample_id}': a multi-turn prompt (a list of user turns) needs one model answer per turn, "
+                    "which `generate` does not run yet; give the conversation as a JSON list of {role, content} turns"
+                )
+        return cls(sample_id, [{"role": "user", "content": prompt}], max_tokens)
+
+
+@dataclass
+class Result:
+    sample_id: str
+    model: str  # the config's name (the store's model column)
+    response: str | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    latency_s: float | None = None  # the answering call (the last attempt), not the time spent queued
+    cost_usd: float | None = None
+    error: str | None = None  # one of ERROR_KINDS, None on success
+    error_detail: str | None = field(default=None, repr=False)
+    attempts: int = 0  # calls made for this request (retries included)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    @classmethod
+    def failure(cls, request: Request, model: str, kind: str, detail: str, attempts: int = 0) -> Result:
+        assert kind in ERROR_KINDS, kind
+        return cls(request.sample_id, model, error=kind, error_detail=detail[:500], attempts=attempts)
+
+
+def check_unique(requests: Iterable[Request]) -> list[Request]:
+    """The batch as a list; a sample_id asked twice would make its results ambiguous."""
+    batch, seen = list(requests), set()
+    for r in batch:
+        if r.sample_id in seen:
+            raise UserError(f"sample_id '{r.sample_id}' appears twice in one batch; sample_ids must be unique")
+        seen.add(r.sample_id)
+    return batch
+
+
+class Engine(ABC):
+    """Answers requests for one model config. Use as a context manager (or call :meth:`close`)
+    so that servers, actors and connections are released."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        self.config = config
+
+    @abstractmethod
+    def stream(self, requests: Iterable[Request]) -> Iterator[Result]:
+        """One result per request, in the order they complete."""
+
+    def generate(self, requests: Iterable[Request]) -> list[Result]:
+        """One result per request, in request order."""
+        batch = check_unique(requests)
+        by_id = {r.sample_id: r for r in self.stream(batch)}
+        return [by_id[r.sample_id] for r in batch]
+
+    def close(self) -> None:  # noqa: B027 - engines without resources need nothing
+        """Release servers, actors or connections."""
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+ENGINES: Registry = Registry("engine", entry_point_group="routerbench.engines")
+# Built-in engines load on first use, so importing the contract pulls in no SDK.
+for _provider, _spec in {
+    "openai": "harness.generation.openai_engine:OpenAIEngine",
+    "openai_compatible": "harness.generation.openai_engine:OpenAIEngine",
+    "anthropic": "harness.generation.anthropic_engine:AnthropicEngine",
+    "vllm": "harness.generation.vllm_engine:VLLMEngine",
+    "llama_cpp": "harness.generation.llama_cpp_engine:LlamaCppEngine",
+}.items():
+    ENGINES.add(_provider, _spec)
+
+
+def build_engine(config: ModelConfig) -> Engine:
+    """The engine registered for the config's provider."""
+    return ENGINES.get(config.provider)(config)

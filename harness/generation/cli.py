@@ -1,0 +1,132 @@
+"""``routerbench generate``: run a model config's engine over prompts and write raw outcomes.
+
+Registered on the main app in ``harness/cli.py``; importing this module stays light (no Ray, no
+SDK) so that ``routerbench --help`` is fast.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from harness.errors import UserError
+from harness.generation.base import Request, Result
+
+console = Console(width=None if sys.stdout.isatty() else 132, soft_wrap=True)
+
+
+class RunTally:
+    """What the progress bar shows: answers, tokens, spend and errors so far."""
+
+    def __init__(self) -> None:
+        self.done = self.input_tokens = self.output_tokens = 0
+        self.spent = 0.0
+        self.errors: Counter[str] = Counter()
+        self.example: dict[str, str] = {}
+
+    def add(self, r: Result) -> None:
+        self.done += 1
+        self.input_tokens += r.input_tokens or 0
+        self.output_tokens += r.output_tokens or 0
+        self.spent += r.cost_usd or 0.0
+        if not r.ok:
+            self.errors[r.error or "engine"] += 1
+            self.example.setdefault(r.error or "engine", f"{r.sample_id}: {r.error_detail}")
+
+    def fields(self) -> dict[str, str]:
+        errors = sum(self.errors.values())
+        return {
+            "tokens": f"{self.input_tokens:,}→{self.output_tokens:,} tok",
+            "spend": f"${self.spent:.4f}",
+            "errors": f"[red]{errors} errors[/]" if errors else "0 errors",
+        }
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("[cyan]{task.fields[rate]}"),
+        TextColumn("{task.fields[tokens]}"),
+        TextColumn("{task.fields[spend]}"),
+        TextColumn("{task.fields[errors]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=not console.is_terminal,
+    )
+
+
+def _requests(prompts: Path | None, tasks: str | None, store: str | None, limit: int | None) -> list[Request]:
+    from harness.generation.prompts import read_prompt_file, store_prompts
+
+    if (prompts is None) == (tasks is None):
+        raise UserError("give exactly one of --prompts FILE or --tasks FAMILIES")
+    if prompts is not None:
+        return read_prompt_file(prompts, limit)
+    from harness.dataset import default_store_uri
+
+    families = [t.strip() for t in (tasks or "").split(",") if t.strip()]
+    return store_prompts(store or default_store_uri(), families, limit)
+
+
+def generate(
+    model: Annotated[Path, typer.Option("--model", help="Model config YAML, e.g. model_configs/gemma3-270m-local.yaml.")],
+    out: Annotated[Path, typer.Option("--out", help="Parquet file for the raw outcomes (store columns + error).")],
+    prompts: Annotated[Optional[Path], typer.Option("--prompts", help="JSONL or CSV with sample_id, prompt (optional max_tokens).")] = None,
+    tasks: Annotated[Optional[str], typer.Option("--tasks", help="Comma-separated task families: their prompts from the store.")] = None,
+    limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="Only the first N prompts.")] = None,
+    store: Annotated[Optional[str], typer.Option("--store", envvar="ROUTERBENCH_STORE", help="Store for --tasks: a path or pyarrow URI.", show_default="~/.routerbench/store")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Start afresh instead of keeping the answers already in --out.")] = False,
+    address: Annotated[Optional[str], typer.Option(help="Ray cluster address (default: RAY_ADDRESS or a local Ray).")] = None,
+) -> None:
+    """Answer prompts with a model (vLLM, llama.cpp, OpenAI, Anthropic, any OpenAI-compatible server); no grading."""
+    from harness.generation.base import build_engine
+    from harness.generation.outcomes import outcome_table, read_answered, write_outcomes
+    from harness.ray_runtime import ensure_ray
+    from harness.model_config import load_model_config
+
+    config = load_model_config(model)
+    requests = _requests(prompts, tasks, store, limit)
+    kept = None if overwrite else read_answered(out, config.name)
+    if kept is not None and kept.num_rows:
+        answered = set(kept.column("sample_id").to_pylist())
+        requests = [r for r in requests if r.sample_id not in answered]
+        console.print(f"{out}: keeping {kept.num_rows} answers from an earlier run")
+    tables = [kept] if kept is not None else []
+    if not requests:
+        console.print("nothing left to answer")
+        write_outcomes(out, tables)
+        return
+    ensure_ray(address)
+    tally, results = RunTally(), []
+    try:
+        with build_engine(config) as engine, _progress() as progress:
+            task = progress.add_task(config.name, total=len(requests), rate="", **tally.fields())
+            for r in engine.stream(requests):
+                results.append(r)
+                tally.add(r)
+                elapsed = progress.tasks[0].elapsed or 0.0
+                rate = f"{tally.done / elapsed:.1f} req/s" if elapsed > 0 else ""
+                progress.update(task, advance=1, rate=rate, **tally.fields())
+    finally:  # an interrupted run keeps what it finished; a rerun does the rest
+        tables.append(outcome_table(results, config.config_hash()))
+        rows = write_outcomes(out, tables)
+    failed = sum(tally.errors.values())
+    console.print(
+        f"wrote {rows} outcomes of {config.name} to {out}: {tally.done - failed} answered now, {failed} failed; "
+        f"{tally.input_tokens:,} input + {tally.output_tokens:,} output tokens, ${tally.spent:.4f}"
+    )
+    for kind, n in tally.errors.most_common():
+        console.print(f"  {n} × {kind}, e.g. {tally.example[kind]}", highlight=False)
+    if "spend_cap" in tally.errors:
+        console.print(f"  the spend cap (limits.max_spend_usd in {model}) stopped new calls; raise it and rerun to finish")
+    if failed:
+        console.print("  rerun the same command to retry the failed ones")

@@ -1,0 +1,110 @@
+"""Bring a prompt set into the store: add new prompts, attach gold answers to the ones already there.
+
+A loaded row whose sample_id is stored already must have the same prompt text (else it would
+silently re-point outcomes at another question): its gold and meta are updated. A row the family
+recognises as a stored prompt under another id (``TaskFamily.match``) gives that prompt its gold
+and meta, the prompt text untouched. Everything else is added. One atomic commit; rerunning the
+same import changes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from harness.dataset import Store
+from harness.errors import UserError
+from harness.grading.base import parse_meta
+from harness.tasks import get_family
+from harness.tasks.base import LoadedSet, TaskFamily, finalize
+
+STORED_COLUMNS = ["sample_id", "task", "task_family", "prompt", "prompt_original", "gold", "meta"]
+
+
+@dataclass
+class ImportReport:
+    family: str
+    read: int  # prompts the source holds
+    added: int = 0  # new prompts
+    attached: int = 0  # prompts already stored under other ids that got gold and meta
+    updated: int = 0  # prompts stored under the same id whose gold or meta changed
+    unchanged: int = 0
+    gold_changed: int = 0  # stored gold answers the import replaced with a different one
+    without_gold: int = 0  # of the prompts read, those without a gold answer
+    tasks: dict[str, int] = field(default_factory=dict)  # prompts read per task
+    notes: list[str] = field(default_factory=list)
+    commit: str | None = None
+
+
+def _missing(v: object) -> bool:
+    return v is None or (isinstance(v, float) and v != v)
+
+
+def _same(a: object, b: object) -> bool:
+    return _missing(a) and _missing(b) if _missing(a) or _missing(b) else a == b
+
+
+def import_prompts(store: Store, family: str, source: str | Path, **options: object) -> ImportReport:
+    """Read ``source`` with the task family ``family`` and write its prompts into ``store``."""
+    fam = get_family(family)
+    return write_prompt_set(store, fam, fam.load(Path(source), **options), str(source))
+
+
+def derive_gold_in_store(store: Store, family: str) -> ImportReport:
+    """Give the store's RouterBench prompts of ``family`` the gold letters its stored scores imply."""
+    from harness.tasks.routerbench_source import gold_from_store
+
+    fam = get_family(family)
+    return write_prompt_set(store, fam, gold_from_store(store, fam.name), f"{store.uri} ({family} outcomes)")
+
+
+def write_prompt_set(store: Store, fam: TaskFamily, loaded: LoadedSet, source: str) -> ImportReport:
+    """Add, attach and update as the module says, in one commit."""
+    rows = loaded.rows.reset_index(drop=True)
+    report = ImportReport(fam.name, len(rows), notes=list(loaded.notes))
+    report.tasks = {str(k): int(v) for k, v in rows["task"].value_counts().sort_index().items()}
+    report.without_gold = int(rows["gold"].isna().sum())
+    stored = store.prompts(STORED_COLUMNS).set_index("sample_id", drop=False)
+
+    same_id = rows["sample_id"].isin(stored.index).to_numpy()
+    clash = [sid for sid, p in zip(rows["sample_id"][same_id], rows["prompt"][same_id]) if stored.at[sid, "prompt"] != p]
+    if clash:
+        raise UserError(
+            f"{source}: {len(clash)} sample_id(s) already in the store with a different prompt ({', '.join(clash[:3])}); "
+            "they would re-point stored outcomes at another question"
+        )
+    others = rows[~same_id]
+    candidates = stored[stored["task_family"] == fam.name]
+    matched = fam.match(others, candidates) if len(others) and len(candidates) else pd.Series(pd.NA, index=others.index, dtype=object)
+    matched = matched[matched.notna() & ~matched.duplicated()]
+
+    updates = []
+    for i, sid in list(zip(rows.index[same_id], rows["sample_id"][same_id])) + list(matched.items()):
+        new, old = rows.loc[i], stored.loc[sid]
+        if i in matched.index:
+            gold, meta = fam.attach(new, old)
+        else:
+            gold, meta = new["gold"], {**parse_meta(old["meta"]), **{k: v for k, v in dict(new["meta"]).items() if not k.startswith("_")}}
+        if _missing(gold) and not _missing(old["gold"]):
+            gold = old["gold"]  # an import never erases a gold answer it could not recover itself
+        meta_json = json.dumps(meta, ensure_ascii=False)
+        if _same(gold, old["gold"]) and meta_json == (old["meta"] or "{}"):
+            report.unchanged += 1
+            continue
+        report.gold_changed += int(not _missing(old["gold"]) and not _same(gold, old["gold"]))
+        report.attached += int(i in matched.index)
+        report.updated += int(i not in matched.index)
+        updates.append({**old.to_dict(), "gold": gold, "meta": meta_json})
+
+    adds = rows.drop(index=rows.index[same_id]).drop(index=matched.index)
+    report.added = len(adds)
+    frames = [finalize(adds, Path(source))] if len(adds) else []
+    if updates:
+        frames.append(pd.DataFrame(updates)[STORED_COLUMNS])
+    if frames:
+        result = store.append(prompts=pd.concat(frames, ignore_index=True), overwrite=True, source=f"{source} ({fam.name})")
+        report.commit = result.commit
+    return report

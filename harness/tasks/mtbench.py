@@ -1,0 +1,86 @@
+"""MT-Bench: 80 two-turn questions, MT-Bench's judge prompts and GPT-4's reference answers.
+
+SOURCE is the directory with ``question.jsonl`` and, beside it, ``judge_prompts.jsonl`` and
+``reference_answer_gpt-4.jsonl`` (or FastChat's ``reference_answer/gpt-4.jsonl``). The prompt is
+the JSON list of turns; gold is the JSON list of reference turns (math, reasoning and coding
+questions have them; others null — the judge grades them without); ``meta`` carries the category,
+the turns and the judge prompts this question uses, so grading needs nothing but the store.
+Rendering gives the next turn to answer: ``render(row, answers=[a1])`` → q1, a1, q2.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import pandas as pd
+
+from harness.errors import UserError
+from harness.grading.judge import REFERENCE_CATEGORIES, load_judge_prompts
+from harness.grading.base import parse_meta
+from harness.tasks.base import LoadedSet, Messages, TaskFamily, need, read_jsonl
+
+REFERENCE_FILES = ("reference_answer_gpt-4.jsonl", "reference_answer/gpt-4.jsonl")
+
+
+def _question_file(source: Path) -> Path:
+    path = source / "question.jsonl" if source.is_dir() else source
+    if not path.is_file():
+        raise UserError(f"{source}: no question.jsonl here")
+    return path
+
+
+class MTBench(TaskFamily):
+    name = "mtbench"
+    grader = "mtbench-judge"
+    template = "mtbench-turns-1"
+    structured_keys = ("turns",)
+
+    def load(self, source: Path, **options: Any) -> LoadedSet:
+        path = _question_file(source)
+        folder = path.parent
+        judge_file = folder / "judge_prompts.jsonl"
+        judges = load_judge_prompts(judge_file) if judge_file.exists() else {}
+        refs: dict[int, list[str]] = {}
+        ref_file = next((folder / f for f in REFERENCE_FILES if (folder / f).exists()), None)
+        for n, r in enumerate(read_jsonl(ref_file) if ref_file else [], 1):
+            need(r, ("question_id", "choices"), f"{ref_file}:{n}")
+            refs[int(r["question_id"])] = list(r["choices"][0]["turns"])
+        notes = [] if judges else [f"no judge_prompts.jsonl beside {path.name}: give the judge its prompts when grading"]
+        rows = []
+        for n, q in enumerate(read_jsonl(path), 1):
+            need(q, ("question_id", "category", "turns"), f"{path}:{n}")
+            qid, category, turns = int(q["question_id"]), str(q["category"]), list(q["turns"])
+            ref = refs.get(qid)
+            math = ref is not None and category in REFERENCE_CATEGORIES
+            names = ["single-math-v1", "single-math-v1-multi-turn"] if math else ["single-v1", "single-v1-multi-turn"]
+            rows.append(
+                {
+                    "sample_id": f"mtbench.q{qid}",
+                    "task": "mtbench",
+                    "prompt": json.dumps(turns, ensure_ascii=False),
+                    "gold": json.dumps(ref, ensure_ascii=False) if ref else None,
+                    "meta": {
+                        "question_id": qid,
+                        "category": category,
+                        "turns": turns,
+                        "judge_prompts": {k: judges[k].__dict__ for k in names if k in judges},
+                        "source": path.name,
+                    },
+                }
+            )
+        notes.append(f"{sum(r['gold'] is not None for r in rows)} questions with reference answers")
+        return LoadedSet(pd.DataFrame(rows), notes)
+
+    def render(self, row: Mapping, shots: int = 0, answers: Sequence[str] = ()) -> Messages:
+        """The conversation up to the next question: q1 (, a1, q2)."""
+        meta = parse_meta(row.get("meta"))
+        turns = meta.get("turns") or json.loads(str(row["prompt"]))
+        messages: Messages = []
+        for question, answer in zip(turns, [*answers, None]):
+            messages.append({"role": "user", "content": question})
+            if answer is None:
+                break
+            messages.append({"role": "assistant", "content": answer})
+        return messages
