@@ -210,6 +210,104 @@ def report(
     console.print(f"redrew {aiq['task_family'].nunique()} plots in {out}/")
 
 
+@app.command()
+def extend(
+    model: Annotated[Path, typer.Option("--model", help="Model config YAML, e.g. model_configs/gemma3-270m-local.yaml.")],
+    tasks: Annotated[Optional[str], typer.Option(help="Comma-separated task families (default: every family in the store).")] = None,
+    limit: Annotated[Optional[int], typer.Option(min=1, help="The first N prompts of each family, in sorted sample_id order.")] = None,
+    shots: Annotated[int, typer.Option(min=0, help="Few-shot exemplars in each prompt (RouterBench's formats: 0 or 5).")] = 0,
+    judge: Annotated[Optional[Path], typer.Option(help="Model config of the LLM judge for MT-Bench answers.")] = None,
+    commit_every: Annotated[int, typer.Option(min=1, help="Outcomes per atomic commit to the store.")] = 64,
+    store: StoreOpt = None,  # type: ignore[assignment]
+    address: Annotated[Optional[str], typer.Option(help="Ray cluster address (default: RAY_ADDRESS or a local Ray).")] = None,
+    evaluate_after: Annotated[bool, typer.Option("--evaluate", help="Evaluate the routers afterwards, the new model in the pool.")] = False,
+    out: Annotated[Path, typer.Option(help="With --evaluate: directory for the evaluation's results.")] = Path("results"),
+) -> None:
+    """Run a model over the store's prompts, grade every answer and append the outcomes (resumable)."""
+    from harness.model_config import load_model_config
+    from harness.pipeline import ExtendSpec
+    from harness.pipeline import extend as run_extend
+
+    st = _store(store)
+    config = load_model_config(model)
+    spec = ExtendSpec(families=_csv(tasks), limit=limit, shots=shots, judge=str(judge) if judge else None, commit_every=commit_every)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[status]}"), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=not console.is_terminal) as bar:
+        task = bar.add_task(f"extend {config.name}", total=None, status="planning")
+
+        def show(p) -> None:  # noqa: ANN001 - harness.pipeline.Progress
+            status = f"{p.rate:.2f}/s  ${p.spend_usd:.4f}  " + (f"[red]{p.errors} errors[/]" if p.errors else "0 errors")
+            bar.update(task, total=p.total, completed=p.done, status=status)
+
+        report = run_extend(st, config, spec, address=address, on_progress=show)
+    console.print(
+        f"{config.name}: {report.planned} prompts to do ({report.skipped_done} already done), "
+        f"{report.appended} outcomes appended, {report.graded} graded, ${report.spend_usd:.4f} spent"
+    )
+    if report.errors:
+        console.print("  errors (recorded per outcome; a rerun retries them): " + ", ".join(f"{k} {v}" for k, v in sorted(report.errors.items())))
+    if evaluate_after:
+        evaluate(store=st.uri, out=out, address=address, tasks=tasks)
+
+
+@app.command()
+def regrade(
+    models: Annotated[Optional[str], typer.Option(help="Comma-separated models (default: all).")] = None,
+    judge: Annotated[Optional[Path], typer.Option(help="Model config of the MT-Bench judge.")] = None,
+    store: StoreOpt = None,  # type: ignore[assignment]
+) -> None:
+    """Grade stored responses again where the grader version changed or grading failed (no model calls)."""
+    from harness.refresh import regrade as run_regrade
+
+    counts = run_regrade(_store(store), list(_csv(models) or ()) or None, judge=str(judge) if judge else None)
+    console.print("regraded " + (", ".join(f"{m}: {n}" for m, n in sorted(counts.items())) or "nothing: every grade is current"))
+
+
+@app.command()
+def reprice(
+    models_dir: Annotated[Optional[Path], typer.Option(help="Model configs with the current prices.")] = None,
+    store: StoreOpt = None,  # type: ignore[assignment]
+) -> None:
+    """Recompute costs from stored token counts where a config's prices changed (no model calls)."""
+    from harness.model_config import load_model_configs
+    from harness.refresh import reprice as run_reprice
+
+    counts, skipped = run_reprice(_store(store), load_model_configs(models_dir))
+    console.print("repriced " + (", ".join(f"{m}: {n}" for m, n in sorted(counts.items())) or "nothing: every cost is current"))
+    for model, why in sorted(skipped.items()):
+        console.print(f"  skipped {model}: {why}")
+
+
+@app.command()
+def refresh(
+    models_dir: Annotated[Optional[Path], typer.Option("--models", help="Directory of model configs.")] = None,
+    tasks: Annotated[Optional[str], typer.Option(help="Comma-separated task families (default: all in the store).")] = None,
+    limit: Annotated[Optional[int], typer.Option(min=1, help="The first N prompts of each family.")] = None,
+    judge: Annotated[Optional[Path], typer.Option(help="Model config of the MT-Bench judge.")] = None,
+    store: StoreOpt = None,  # type: ignore[assignment]
+    address: Annotated[Optional[str], typer.Option(help="Ray cluster address (default: RAY_ADDRESS or a local Ray).")] = None,
+    evaluate_after: Annotated[bool, typer.Option("--evaluate/--no-evaluate", help="Evaluate the routers afterwards.")] = True,
+    out: Annotated[Path, typer.Option(help="Directory for the evaluation's results.")] = Path("results"),
+) -> None:
+    """Scheduled upkeep: answer missing or stale prompts for every model config, regrade, reprice, evaluate."""
+    from harness.pipeline import ExtendSpec
+    from harness.refresh import refresh as run_refresh
+
+    st = _store(store)
+    spec = ExtendSpec(families=_csv(tasks), limit=limit, judge=str(judge) if judge else None)
+    report = run_refresh(st, str(models_dir) if models_dir else None, spec, address=address, on_model=lambda m: console.print(f"refreshing {m}…"))
+    for name, r in report.extended.items():
+        console.print(f"{name}: {r.appended} outcomes appended ({r.skipped_done} already current), ${r.spend_usd:.4f}")
+    for name, why in sorted(report.skipped.items()):
+        console.print(f"skipped {name}: {why}")
+    console.print(
+        "regraded " + (", ".join(f"{m}: {n}" for m, n in sorted(report.regraded.items())) or "nothing")
+        + "; repriced " + (", ".join(f"{m}: {n}" for m, n in sorted(report.repriced.items())) or "nothing")
+    )
+    if evaluate_after:
+        evaluate(store=st.uri, out=out, address=address)
+
+
 app.add_typer(prompts_app, name="prompts")
 app.command()(generate)
 

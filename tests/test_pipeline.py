@@ -1,0 +1,229 @@
+"""`routerbench extend`: the Ray Data pipeline against our fault-injecting OpenAI-protocol server.
+
+The server echoes the prompt's words (one word here), so a prompt "yes" with gold "yes" is graded 1
+by the exact-match grader: scores, failures, resumption and concurrency are all checked end to end
+with real Ray, real Parquet, a real HTTP server on 127.0.0.1 and the real CLI.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from harness.dataset import COMMITS_DIR, Store
+from harness.generation.testing.fault_server import FaultPlan, FaultServer
+from harness.model_config import load_model_config
+from harness.pipeline import ExtendSpec, extend, plan
+from harness.tasks import import_prompts
+from tests.conftest import SHARED_DATA, require_shared
+
+N = 24
+WORDS = ["yes", "no", "maybe"]
+
+
+def write_prompts(path: Path, n: int = N) -> pd.DataFrame:
+    rows = pd.DataFrame(
+        {
+            "sample_id": [f"g{i:03d}" for i in range(n)],
+            "prompt": [WORDS[i % 3] for i in range(n)],
+            "gold": [None if i % 8 == 7 else WORDS[(i // 2) % 3] for i in range(n)],
+            "task": "echo",
+        }
+    )
+    rows.to_json(path, orient="records", lines=True)
+    return rows
+
+
+def config_file(tmp: Path, server: FaultServer, name: str = "echo-model", **limits) -> Path:
+    doc = {
+        "name": name,
+        "provider": "openai_compatible",
+        "model": "fault-model",
+        "base_url": server.url,
+        "price": {"input_per_mtok": 1.0, "output_per_mtok": 2.0},
+        "limits": {"timeout_s": 2.0, "backoff_s": 0.01, "max_backoff_s": 0.05, "max_retries": 2, "max_concurrency": 4, **limits},
+        "sampling": {"max_tokens": 1},
+    }
+    path = tmp / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+@pytest.fixture()
+def server():
+    with FaultServer(FaultPlan(completion_tokens=1)) as s:
+        yield s
+
+
+@pytest.fixture()
+def echo_store(tmp_path: Path):
+    store = Store(tmp_path / "store")
+    rows = write_prompts(tmp_path / "echo.jsonl")
+    import_prompts(store, "generic", tmp_path / "echo.jsonl")
+    return store, rows
+
+
+def expected_scores(rows: pd.DataFrame) -> pd.Series:
+    scored = rows[rows["gold"].notna()]
+    return pd.Series((scored["prompt"] == scored["gold"]).astype(float).to_numpy(), index=scored["sample_id"])
+
+
+def test_extend_generates_grades_and_appends(echo_store, server, tmp_path, ray_local) -> None:
+    store, rows = echo_store
+    config = load_model_config(config_file(tmp_path, server))
+    report = extend(store, config, ExtendSpec(commit_every=5))
+    assert (report.planned, report.appended, report.skipped_done) == (N, N, 0)
+    out = store.outcomes(models=["echo-model"]).set_index("sample_id").sort_index()
+    assert len(out) == N and len(store.commits()) >= 1 + N // 5
+    graded = out[out["error"].isna()]
+    pd.testing.assert_series_equal(graded["score"], expected_scores(rows).sort_index(), check_names=False)
+    assert graded["grader"].unique().tolist() == ["exact-match@1"]
+    # no gold: recorded as such, never scored 0
+    no_gold = out.loc[rows.loc[rows["gold"].isna(), "sample_id"]]
+    assert (no_gold["error"] == "gold:missing").all() and no_gold["score"].isna().all()
+    assert report.errors == {"gold:missing": len(no_gold)}
+    # usage from the server, cost from the config's prices
+    assert (out["input_tokens"] > 0).all() and (out["output_tokens"] == 1).all()
+    expected_cost = (out["input_tokens"] * 1.0 + out["output_tokens"] * 2.0) / 1e6
+    pd.testing.assert_series_equal(out["cost_usd"], expected_cost.astype(float), check_names=False)
+    assert out["config_hash"].nunique() == 1 and (out["latency_s"] > 0).all()
+
+    # a rerun with the same arguments asks the server nothing and appends nothing: a missing gold
+    # answer is regrade's to fix, from the stored response
+    calls = len(server.ledger.attempts)
+    again = extend(store, config, ExtendSpec())
+    assert (again.planned, again.appended, again.skipped_done) == (0, 0, N)
+    assert len(server.ledger.attempts) == calls
+
+
+def test_engine_failures_are_recorded_and_a_rerun_retries_them(echo_store, server, tmp_path, ray_local) -> None:
+    store, _ = echo_store
+    server.script("g003", ["400"])  # not retried
+    server.script("g004", ["500"] * 3)  # more than max_retries=2
+    server.script("g005", ["500", "ok"])  # a retry succeeds
+    config = load_model_config(config_file(tmp_path, server))
+    report = extend(store, config, ExtendSpec())
+    out = store.outcomes(models=["echo-model"]).set_index("sample_id")
+    assert out.loc["g003", "error"] == "engine:bad_request" and pd.isna(out.loc["g003", "score"])
+    assert out.loc["g004", "error"] == "engine:server_error" and pd.isna(out.loc["g004", "score"])
+    assert pd.isna(out.loc["g005", "error"]) and out.loc["g005", "score"] in (0.0, 1.0)
+    assert report.errors["engine:bad_request"] == 1 and report.errors["engine:server_error"] == 1
+    assert server.ledger.outcomes("g003") == ["400"] and server.ledger.outcomes("g004") == ["500"] * 3
+
+    again = extend(store, config, ExtendSpec())  # the script is used up: both succeed now
+    out = store.outcomes(models=["echo-model"]).set_index("sample_id")
+    assert out.index.is_unique and len(out) == N
+    assert pd.isna(out.loc["g003", "error"]) and pd.isna(out.loc["g004", "error"])
+    assert {"g003", "g004"} <= set(server.ledger.served()) and again.appended >= 2
+
+
+def test_limit_takes_the_first_prompts_of_each_family_in_sample_id_order(echo_store, server, tmp_path, ray_local) -> None:
+    store, _ = echo_store
+    config = load_model_config(config_file(tmp_path, server))
+    first = extend(store, config, ExtendSpec(limit=5))
+    assert first.appended == 5
+    assert sorted(store.outcomes(["sample_id"], models=["echo-model"])["sample_id"]) == [f"g{i:03d}" for i in range(5)]
+    assert extend(store, config, ExtendSpec(limit=5)).appended == 0
+
+
+def test_unknown_family_and_empty_store_are_one_line_errors(echo_store, server, tmp_path) -> None:
+    from harness.errors import UserError
+
+    store, _ = echo_store
+    config = load_model_config(config_file(tmp_path, server))
+    with pytest.raises(UserError, match="no prompts of task family mbpp in the store \\(it has echo\\)"):
+        plan(store, config, ExtendSpec(families=("mbpp",)))
+    with pytest.raises(UserError, match="has no prompts"):
+        plan(Store(tmp_path / "empty"), config, ExtendSpec())
+
+
+def _extend_cmd(store: Path, config: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "harness.cli", "extend", "--model", str(config), "--store", str(store), *extra]
+
+
+@pytest.mark.slow
+def test_sigkill_mid_run_then_rerun_does_only_what_is_missing(tmp_path: Path) -> None:
+    store_dir = tmp_path / "store"
+    write_prompts(tmp_path / "echo.jsonl", n=40)
+    import_prompts(Store(store_dir), "generic", tmp_path / "echo.jsonl")
+    with FaultServer(FaultPlan(completion_tokens=1, delay_s=(0.15, 0.15))) as server:
+        config = config_file(tmp_path, server, max_concurrency=1)
+        proc = subprocess.Popen(_extend_cmd(store_dir, config, "--commit-every", "3"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 180
+        while time.time() < deadline and proc.poll() is None:  # kill after two commits of outcomes
+            if len(list((store_dir / COMMITS_DIR).glob("*.json"))) >= 3:
+                break
+            time.sleep(0.05)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        first = Store(store_dir).outcomes(["sample_id"], models=["echo-model"])
+        assert 0 < len(first) < 40 and first["sample_id"].is_unique
+        asked_before = set(server.ledger.served())
+        done = subprocess.run(_extend_cmd(store_dir, config), capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-2000:]
+        final = Store(store_dir).outcomes(["sample_id", "score", "error"], models=["echo-model"])
+        assert len(final) == 40 and final["sample_id"].is_unique
+        # the rerun asked only for prompts without an outcome after the kill
+        asked_after = [a.sample_id for a in server.ledger.attempts if a.outcome == "ok"]
+        rerun = set(asked_after) - asked_before
+        assert rerun and not rerun & set(first["sample_id"])
+        assert f"{40 - len(first)} prompts to do ({len(first)} already done)" in done.stdout.replace("\n", " ")
+
+
+@pytest.mark.slow
+def test_two_models_extend_the_same_store_at_once(tmp_path: Path) -> None:
+    store_dir = tmp_path / "store"
+    write_prompts(tmp_path / "echo.jsonl", n=30)
+    import_prompts(Store(store_dir), "generic", tmp_path / "echo.jsonl")
+    with FaultServer(FaultPlan(completion_tokens=1, delay_s=(0.02, 0.05))) as server:
+        configs = [config_file(tmp_path, server, name=f"model-{k}") for k in range(2)]
+        procs = [subprocess.Popen(_extend_cmd(store_dir, c, "--commit-every", "4"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for c in configs]
+        for p in procs:
+            out, err = p.communicate(timeout=600)
+            assert p.returncode == 0, err[-2000:]
+    outcomes = Store(store_dir).outcomes(["sample_id", "model"])
+    assert outcomes.groupby("model").size().to_dict() == {"model-0": 30, "model-1": 30}
+    assert not outcomes.duplicated().any()
+
+
+def test_stale_config_is_redone_and_imported_outcomes_are_not(echo_store, server, tmp_path, ray_local) -> None:
+    store, _ = echo_store
+    path = config_file(tmp_path, server)
+    config = load_model_config(path)
+    extend(store, config, ExtendSpec(limit=4))
+    doc = yaml.safe_load(path.read_text())
+    doc["sampling"]["temperature"] = 0.7  # changes the answers: a new config hash
+    path.write_text(yaml.safe_dump(doc))
+    work, done = plan(store, load_model_config(path), ExtendSpec(limit=4))
+    assert len(work) == 4 and done == 0
+    # outcomes without a config hash were imported (RouterBench's): they count as done
+    imported = store.outcomes(models=["echo-model"]).assign(config_hash=None).drop(columns="created_at")
+    store.append(outcomes=imported, overwrite=True)
+    work, done = plan(store, load_model_config(path), ExtendSpec(limit=4))
+    assert done == 4 - int(imported["score"].isna().sum()) and len(work) == int(imported["score"].isna().sum())
+
+
+def test_outcomes_json_for_multi_turn_prompts(tmp_path, server, ray_local) -> None:
+    """MT-Bench style prompts are answered turn by turn, the response a JSON list of the answers."""
+    store = Store(tmp_path / "store")
+    import_prompts(store, "mtbench", require_shared(SHARED_DATA / "mtbench"))
+    config = load_model_config(config_file(tmp_path, server))
+    judge = config_file(tmp_path, server, name="echo-judge")
+    report = extend(store, config, ExtendSpec(limit=2, judge=str(judge)))
+    out = store.outcomes(models=["echo-model"]).set_index("sample_id")
+    assert report.appended == 2
+    for sid, row in out.iterrows():
+        answers = json.loads(row["response"])
+        assert len(answers) == 2 and all(isinstance(a, str) for a in answers)
+        assert server.ledger.bodies  # both turns went to the server
+    # the echo judge gives no [[rating]]: a grader error, recorded, not a 0
+    assert out["error"].str.startswith("grader:").all() and out["score"].isna().all()
