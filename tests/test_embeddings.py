@@ -53,3 +53,14 @@ def test_text_choice(imported_store) -> None:
 def test_missing_embedder_directory_is_a_clear_error(model, tmp_path: Path) -> None:
     with pytest.raises(UserError, match="cannot load embedder '.*no-such-model': no such model directory"):
         load_embedder(str(tmp_path / "no-such-model"))
+
+
+def test_tail_sees_the_question_after_shared_few_shot_exemplars(model, tmp_path: Path) -> None:
+    store = Store(tmp_path / "s")
+    exemplars = " ".join(f"Question {i}: what is {i} plus {i}? Answer: {2 * i}." for i in range(80))  # ≫ 256 tokens
+    texts = np.array([f"{exemplars} Question: name a prime.", f"{exemplars} Question: who wrote Hamlet?"], dtype=object)
+    head = embed_texts(store, texts)
+    np.testing.assert_array_equal(head[0], head[1])  # only the shared exemplars fit: one vector
+    tail = embed_texts(store, texts, cut="left")
+    assert not np.allclose(tail[0], tail[1])
+    assert {p for p in store.read_table(EMBEDDINGS).column("embedder").to_pylist()} == {DEFAULT_EMBEDDER, f"{DEFAULT_EMBEDDER}@cut-left"}

@@ -196,3 +196,11 @@ def test_cli_evaluate_with_data_imports_first(routerbench_dir: Path, tmp_path: P
     assert "imported 128 prompts and 1408 outcomes" in first.output
     second = CliRunner().invoke(app, args)
     assert "imported 0 prompts and 0 outcomes" in second.output and "already there: 128 prompts, 1408 outcomes" in second.output
+
+
+def test_results_can_go_to_a_filesystem_uri(imported_store: Store, tmp_path: Path, ray_local) -> None:
+    uri = f"file://{tmp_path}/uri-results"
+    res = CliRunner().invoke(app, ["evaluate", "--store", imported_store.uri, "--out", uri, "--tasks", "mbpp", "--routers", "llm,oracle", "--bootstrap", "0"])
+    assert res.exit_code == 0, res.output
+    assert sorted(p.name for p in (tmp_path / "uri-results").iterdir()) == ["aiq.csv", "mbpp.png", "points.parquet"]
+    assert res.output.strip().splitlines()[-1] == f"wrote {uri}/points.parquet, {uri}/aiq.csv and 1 plots to {uri}/"
