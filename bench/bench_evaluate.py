@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench import routerbench_port as port  # noqa: E402
 from harness.dataset import Store  # noqa: E402
-from harness.embeddings import DEFAULT_EMBEDDER, attach_features, encode, prompt_texts  # noqa: E402
+from harness.embeddings import DEFAULT_EMBEDDER, attach_features, encode, model_inputs, prompt_texts  # noqa: E402
 from harness.evaluate import EvalSpec, complete_folds, summarise_family  # noqa: E402
 from harness.importers import load_sources, to_wide  # noqa: E402
 from harness.model_config import load_model_configs  # noqa: E402
@@ -62,7 +62,7 @@ def open_store(args) -> Store:
 
 def measure_embedding(store: Store, matrices, skip_cold: bool) -> dict[str, float]:
     texts = np.concatenate([prompt_texts(matrices[f], "original") for f in sorted(matrices)])
-    out = {"prompts": float(len(texts))}
+    out = {"prompts": float(len(texts)), "inputs": float(len(model_inputs(list(texts), DEFAULT_EMBEDDER)[0]))}
     if not skip_cold:
         encode(texts[:8].tolist(), DEFAULT_EMBEDDER)  # load the model outside the timing
         _, out["cold_s"] = timed(encode, list(texts), DEFAULT_EMBEDDER)
@@ -205,7 +205,8 @@ def main() -> None:
     print(f"{'total':<15}{totals['base_fit']:>13.2f}s{totals['base_post']:>9.2f}s{totals['ours_fit']:>9.2f}s{totals['ours_post']:>9.3f}s")
     if "cold_s" in emb:
         print(
-            f"embedding {int(emb['prompts'])} prompts: {emb['cold_s']:.1f} s from scratch (batched; {emb['prompts'] / emb['cold_s']:.0f} prompts/s), "
+            f"embedding {int(emb['prompts'])} prompts ({int(emb['inputs'])} distinct token sequences after the model's 256-token cut): "
+            f"{emb['cold_s']:.1f} s from scratch (batched, each sequence once), "
             f"{emb['cached_s']:.2f} s from the store's cache; RouterBench's code: {ROUTERBENCH_EMBED_S:.0f} s "
             f"({ROUTERBENCH_EMBED_S / emb['cold_s']:.1f}x cold, {ROUTERBENCH_EMBED_S / emb['cached_s']:.0f}x cached)"
         )

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from harness.dataset import EMBEDDINGS, Store
-from harness.embeddings import DEFAULT_EMBEDDER, embed_texts, load_embedder, prompt_texts
+from harness.embeddings import DEFAULT_EMBEDDER, embed_texts, encode, load_embedder, prompt_texts
 from harness.errors import UserError
 
 
@@ -64,3 +64,16 @@ def test_tail_sees_the_question_after_shared_few_shot_exemplars(model, tmp_path:
     tail = embed_texts(store, texts, cut="left")
     assert not np.allclose(tail[0], tail[1])
     assert {p for p in store.read_table(EMBEDDINGS).column("embedder").to_pylist()} == {DEFAULT_EMBEDDER, f"{DEFAULT_EMBEDDER}@cut-left"}
+
+
+def test_texts_that_cut_to_the_same_tokens_are_embedded_once_with_the_same_vector(model, monkeypatch) -> None:
+    exemplars = " ".join(f"Question {i}: what is {i} plus {i}? Answer: {2 * i}." for i in range(80))
+    texts = [f"{exemplars} Question: name a prime.", "a short prompt", f"{exemplars} Question: who wrote Hamlet?", "another one"]
+    alone = np.stack([encode([t], DEFAULT_EMBEDDER)[0] for t in texts])
+    seen: list[int] = []
+    real = model.encode
+    monkeypatch.setattr(model, "encode", lambda batch, **kw: seen.append(len(batch)) or real(batch, **kw))
+    ticks: list[int] = []
+    together = encode(texts, DEFAULT_EMBEDDER, ticks.append)
+    assert sum(seen) == 3 and sum(ticks) == 4  # the two long prompts are one model input; progress counts prompts
+    np.testing.assert_allclose(together, alone, atol=1e-5)
