@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
-import itertools
 import math
 import time
 from abc import ABC, abstractmethod
@@ -30,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from harness.errors import UserError
+from harness.generation.actor_pool import run_chunks
 from harness.generation.base import Engine, Request, Result, check_unique
 from harness.generation.cost import token_cost
 from harness.generation.limiter import RateLimiter, RemoteLimiter, get_limiter, limiter_name
@@ -219,29 +219,13 @@ class ApiEngine(Engine):
 
     def stream_batches(self, requests: Iterable[Request]) -> Iterator[list[Result]]:
         """Results a chunk at a time, as chunks complete; at most a bounded window in flight."""
-        import ray
-
         batch = check_unique(requests)
         if not batch:
             return
         self.start()
         size = self._chunk()
-        chunks = iter([batch[i : i + size] for i in range(0, len(batch), size)])
         window = max(2 * len(self._workers), math.ceil(2 * self.config.limits.max_concurrency * len(self._workers) / size))
-        workers = itertools.cycle(self._workers)
-        pending: dict[Any, list[Request]] = {}
-        for chunk in itertools.islice(chunks, window):
-            pending[next(workers).run.remote(chunk)] = chunk
-        while pending:
-            ready, _ = ray.wait(list(pending), num_returns=1)
-            chunk = pending.pop(ready[0])
-            try:
-                results = ray.get(ready[0])
-            except ray.exceptions.RayError as exc:  # a worker died: its chunk is recorded, not lost
-                results = [Result.failure(r, self.config.name, "engine", f"worker failed: {type(exc).__name__}") for r in chunk]
-            if (nxt := next(chunks, None)) is not None:
-                pending[next(workers).run.remote(nxt)] = nxt
-            yield results
+        yield from run_chunks(self._workers, batch, size, window, self.config.name)
 
     def stream(self, requests: Iterable[Request]) -> Iterator[Result]:
         for results in self.stream_batches(requests):

@@ -15,13 +15,13 @@ prompt is one failed result.
 
 from __future__ import annotations
 
-import itertools
 import time
 from collections.abc import Iterable, Iterator
 from typing import Any
 
 from harness.errors import UserError
 from harness.generation.api import with_system
+from harness.generation.actor_pool import run_chunks
 from harness.generation.base import Engine, Request, Result, check_unique
 from harness.generation.cost import DeviceClock
 from harness.ray_runtime import ensure_ray
@@ -147,27 +147,12 @@ class VLLMEngine(Engine):
             raise UserError(f"{self.config.source or self.config.name}: vLLM replica failed to start: {str(cause).strip().splitlines()[-1]}") from None
 
     def stream(self, requests: Iterable[Request]) -> Iterator[Result]:
-        import ray
-
         batch = check_unique(requests)
         if not batch:
             return
         self.start()
         clock = DeviceClock(self.config)
-        chunks = iter([batch[i : i + CHUNK] for i in range(0, len(batch), CHUNK)])
-        replicas = itertools.cycle(self._replicas)
-        pending: dict[Any, list[Request]] = {}
-        for chunk in itertools.islice(chunks, 2 * len(self._replicas)):  # one running, one queued each
-            pending[next(replicas).run.remote(chunk)] = chunk
-        while pending:
-            ready, _ = ray.wait(list(pending), num_returns=1)
-            chunk = pending.pop(ready[0])
-            try:
-                results = ray.get(ready[0])
-            except ray.exceptions.RayError as exc:
-                results = [Result.failure(r, self.config.name, "engine", f"replica failed: {type(exc).__name__}") for r in chunk]
-            if (nxt := next(chunks, None)) is not None:
-                pending[next(replicas).run.remote(nxt)] = nxt
+        for results in run_chunks(self._replicas, batch, CHUNK, 2 * len(self._replicas), self.config.name):  # one running, one queued each
             yield from clock.charge(results)
 
     def replica_loads(self) -> list[int]:
