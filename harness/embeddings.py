@@ -101,8 +101,9 @@ def encode(texts: list[str], embedder: str, on_progress: Callable[[int], None] |
 
     Texts that are the same token sequence once cut to the model's length are one input to the
     model, so each such sequence is embedded once (RouterBench's 3,150 ARC-Challenge, MBPP and
-    Winogrande prompts are 427 sequences; cut from the left, 3,148). Batches run longest first across the whole set, so a batch pads its texts
-    to similar lengths (sentence-transformers sorts only within one call)."""
+    Winogrande prompts are 427 sequences; cut from the left, 3,148). Batches run longest first
+    across the whole set, so a batch pads its texts to similar lengths (sentence-transformers
+    sorts only within one call)."""
     if not texts:
         return np.empty((0, 0), dtype=np.float32)
     model = load_embedder(embedder)

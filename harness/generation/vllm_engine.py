@@ -20,8 +20,8 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from harness.errors import UserError
-from harness.generation.api import with_system
 from harness.generation.actor_pool import run_chunks
+from harness.generation.api import with_system
 from harness.generation.base import Engine, Request, Result, check_unique
 from harness.generation.cost import DeviceClock
 from harness.ray_runtime import ensure_ray
