@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from harness.errors import UserError
@@ -25,6 +25,9 @@ SELF_HOSTED: tuple[str, ...] = ("vllm", "llama_cpp")
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _SECRET_FIELDS = ("api_key_env",)  # values never echoed in error messages
+#: Every ``api_key_env`` of every config this process has validated: the variables that must not
+#: reach processes that run no engine (graders, Ray's workers; see :func:`key_variables`).
+_KEY_VARIABLES: set[str] = set()
 
 
 def _field_error(loc: tuple[str, ...], message: str, value: object) -> ValidationError:
@@ -64,7 +67,11 @@ class Limits(_Strict):
     max_concurrency: int = Field(8, ge=1)
     max_spend_usd: float | None = Field(None, ge=0)
     timeout_s: float = Field(120.0, gt=0)
-    max_retries: int = Field(6, ge=0)
+    # Transient failures (429, 5xx, timeouts, dropped connections, malformed bodies) are retried
+    # until this many seconds after a request's first failure: a long batch needs no reruns.
+    retry_deadline_s: float = Field(600.0, gt=0)
+    # At most this many retries within the deadline; None: as many as the deadline allows.
+    max_retries: int | None = Field(None, ge=0)
     # Seconds of the per-minute rates that may be spent at once (the token buckets' depth).
     burst_s: float = Field(1.0, gt=0)
     # Exponential backoff with full jitter between retries: base and ceiling, in seconds.
@@ -112,6 +119,9 @@ class ModelConfig(_Strict):
     # Environment of self-hosted engine processes (e.g. VLLM_CPU_KVCACHE_SPACE); never for keys.
     env: dict[str, str] = Field(default_factory=dict)
     source: str | None = Field(None, exclude=True)  # the file it came from, for messages
+    # The key itself, once read on the driver (holding_key): travels with the config to the engine's
+    # process, so no other process needs it in its environment. Not a field: never dumped or shown.
+    _key: str | None = PrivateAttr(default=None)
 
     @field_validator("api_key_env")
     @classmethod
@@ -119,6 +129,8 @@ class ModelConfig(_Strict):
         # The message never repeats the value: it may be a key pasted by mistake.
         if value is not None and not _ENV_NAME.fullmatch(value):
             raise ValueError("must name the environment variable that holds the key (e.g. OPENAI_API_KEY), not the key itself")
+        if value is not None:
+            _KEY_VARIABLES.add(value)
         return value
 
     @model_validator(mode="after")
@@ -149,8 +161,23 @@ class ModelConfig(_Strict):
         return self.provider in SELF_HOSTED
 
     def api_key(self) -> str | None:
-        """The key from ``api_key_env``; never stored in the config itself."""
+        """The key this config holds (:meth:`holding_key`), else the one ``api_key_env`` names here."""
+        if self._key is not None:
+            return self._key
         return os.environ.get(self.api_key_env) if self.api_key_env else None
+
+    def holding_key(self) -> ModelConfig:
+        """A copy that carries its key, read here and now: call it where the key is (the driver,
+        before Ray starts), so the engine's process gets it with the config and every other process
+        can run without it. A key variable that is unset is a one-line error naming it."""
+        if self.api_key_env is None:
+            return self
+        value = self.api_key()
+        if not value:
+            raise UserError(f"{self.source or self.name}: field 'api_key_env': environment variable {self.api_key_env} is not set; export it with the key")
+        held = self.model_copy()
+        held._key = value
+        return held
 
     def config_hash(self, extra: dict | None = None) -> str:
         """Fingerprint of what changes the answers (model, endpoint kind, sampling, chat, engine args),
@@ -188,6 +215,21 @@ def load_model_config(path: str | os.PathLike) -> ModelConfig:
         echo = "input" in err and not isinstance(err["input"], dict) and not set(map(str, err["loc"])) & set(_SECRET_FIELDS)
         value = f" (got {err['input']!r})" if echo else ""
         raise UserError(f"{path}: field '{_field_path(err)}': {err['msg']}{value}") from None
+
+
+def key_variables() -> set[str]:
+    """Names of the variables that hold API keys: every ``api_key_env`` of the configs this process
+    loaded and of the shipped ``model_configs/`` (scrubbed from the environment of Ray and graders)."""
+    shipped = PACKAGE_ROOT / "model_configs"
+    for path in sorted(shipped.glob("*.y*ml")) if shipped.is_dir() else []:
+        try:
+            doc = yaml.safe_load(path.read_text())
+        except (OSError, yaml.YAMLError):
+            continue
+        name = doc.get("api_key_env") if isinstance(doc, dict) else None
+        if isinstance(name, str) and _ENV_NAME.fullmatch(name):
+            _KEY_VARIABLES.add(name)
+    return set(_KEY_VARIABLES)
 
 
 def default_models_dir() -> Path:

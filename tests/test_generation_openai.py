@@ -1,6 +1,7 @@
 """The openai engine (official SDK, Ray worker actors, shared limiter) against our fault server:
-every retry and no-retry case, usage and cost, the request body, the key, the spend cap, and a
-storm of random faults in which nothing is lost or answered twice."""
+every retry and no-retry case, usage and cost, the request body, the key, the spend cap, a storm
+of random faults in which nothing is lost or answered twice, a server failing half of all
+attempts (every prompt still answered once), and the retry deadline."""
 
 from __future__ import annotations
 
@@ -141,6 +142,59 @@ def test_random_faults_lose_and_duplicate_nothing(ray_local) -> None:
     assert set(server.ledger.served().values()) == {1} and len(server.ledger.served()) == 150
     assert outcomes["500"] > 0 and outcomes["drop"] > 0 and outcomes["malformed"] > 0 and outcomes["timeout"] > 0
     assert sum(r.attempts for r in results) == sum(outcomes.values())
+
+
+def test_half_of_all_attempts_failing_still_answers_every_prompt_once(ray_local) -> None:
+    """Retries run until success, not for a fixed count: 429s with and without retry-after, 500s,
+    malformed bodies and dropped connections on half of all attempts cost no prompt its answer."""
+    plan = FaultPlan(throttle_rate=0.1, bare_throttle_rate=0.1, throttle_retry_after_s=0.1, error_rate=0.1, malformed_rate=0.1, drop_rate=0.1, seed=11)
+    stubborn = ["429:none", "500", "malformed", "drop", "429:0.1", "503", "malformed", "drop"]  # 8 in a row
+    with FaultServer(plan) as server:
+        server.script("hostile-stubborn", stubborn)
+        config = fault_config(server, name="hostile", limits={"requests_per_min": 60_000, "max_retries": None, "max_concurrency": 8}, resources={"replicas": 2})
+        batch = [ask(f"hostile-{i}") for i in range(29)] + [ask("hostile-stubborn")]
+        with build_engine(config) as engine:
+            results = engine.generate(batch)
+            stats = engine.limiter_stats()
+        outcomes = server.ledger.counts()
+    assert [r.sample_id for r in results] == [r.sample_id for r in batch]
+    assert all(r.ok for r in results), Counter(r.error for r in results)
+    assert server.ledger.served() == Counter({r.sample_id: 1 for r in batch})
+    assert sum(r.attempts for r in results) == sum(outcomes.values())
+    assert outcomes["ok"] <= 0.65 * sum(outcomes.values())  # it really was that hostile
+    assert {"429", "500", "malformed", "drop"} <= outcomes.keys()
+    assert next(r for r in results if r.sample_id == "hostile-stubborn").attempts == len(stubborn) + 1
+    assert stats.throttled == outcomes["429"]
+
+
+def test_non_retryable_failures_end_at_once_without_a_retry_cap(ray_local, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(KEY_ENV, "sk-wrong-key")
+    with FaultServer(FaultPlan(api_key=KEY)) as server:
+        config = fault_config(server, name="wrong-key", api_key_env=KEY_ENV, limits={"max_retries": None})
+        with build_engine(config) as engine:
+            results = engine.generate([ask("denied-0"), ask("denied-1")])
+        assert [(r.error, r.attempts) for r in results] == [("auth", 1), ("auth", 1)]
+        assert server.ledger.counts() == {"401": 2}
+
+
+def test_retries_end_at_the_deadline_with_the_last_error(ray_local) -> None:
+    with FaultServer(FaultPlan(error_rate=1.0)) as server:
+        config = fault_config(server, name="deadline", limits={"max_retries": None, "retry_deadline_s": 2.0, "backoff_s": 0.05, "max_backoff_s": 0.2})
+        with build_engine(config) as engine:
+            (r,) = engine.generate([ask("always-500")])
+        times = server.ledger.times("always-500")
+    assert r.error == "server_error" and r.attempts == len(times)
+    assert r.attempts > 7  # more than the old fixed count: the deadline ended it
+    assert 1.5 <= times[-1] - times[0] <= 3.0  # the last try near the deadline, none long after
+
+
+def test_a_retry_after_beyond_the_deadline_ends_the_request_at_once(ray_local) -> None:
+    with FaultServer() as server:
+        server.script("asks-too-long", ["429:30"])
+        config = fault_config(server, name="deadline-429", limits={"max_retries": None, "retry_deadline_s": 2.0})
+        with build_engine(config) as engine:
+            (r,) = engine.generate([ask("asks-too-long")])
+    assert (r.error, r.attempts) == ("rate_limited", 1)  # not a 30 s wait, nor a retry it would refuse
 
 
 def _spend_run(concurrency: int, n: int = 20) -> tuple[list, FaultServer]:

@@ -1,5 +1,6 @@
 """The shared rate limiter: bucket arithmetic on a virtual clock, concurrency and spend caps, the
-named Ray actor, and pacing real traffic against the fault server's own limits."""
+adaptive rate (429s cut it, quiet time wins it back), the named Ray actor, and pacing real traffic
+against the fault server's own limits."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import time
 import pytest
 
 from harness.generation import Request, build_engine
-from harness.generation.limiter import NAMESPACE, RateLimiter, TokenBucket, get_limiter, limiter_name
+from harness.generation.limiter import NAMESPACE, AdaptiveRate, RateLimiter, TokenBucket, get_limiter, limiter_name
 from harness.generation.testing import FaultPlan, FaultServer, fault_config
 from harness.model_config import Limits
 
@@ -144,6 +145,65 @@ def test_spend_cap_waits_for_calls_in_flight_then_refuses() -> None:
     assert lim.stats.spent_usd == pytest.approx(0.9) and lim.stats.refused == 1
 
 
+def test_a_429_cuts_the_rate_by_30_percent_and_quiet_time_wins_it_back() -> None:
+    rate = AdaptiveRate(configured=300)
+    assert rate.rate(0.0) == 300
+    assert rate.throttled(10.0, grant_id=5, last_grant_id=8)
+    assert rate.rate(10.0) == pytest.approx(210)
+    assert not rate.throttled(10.5, grant_id=8, last_grant_id=9)  # sent at the old rate: no news
+    assert rate.rate(20.0) == pytest.approx(210 + 10 * 3)  # +1 % of 300 a second
+    assert rate.throttled(20.0, grant_id=9, last_grant_id=12)  # sent after the cut: still too fast
+    assert rate.rate(20.0) == pytest.approx(240 * 0.7)
+    assert rate.rate(20.0 + 3600) == 300  # never above the configured rate
+    for i in range(30):
+        rate.throttled(30.0, grant_id=100 + i, last_grant_id=100 + i)
+    assert rate.rate(30.0) == pytest.approx(3)  # floor: 1 % of the configured rate
+    assert rate.cuts == 32
+
+
+def test_without_a_configured_rate_the_first_429_starts_from_the_observed_one() -> None:
+    rate = AdaptiveRate(configured=None)
+    for i in range(100):  # 20 grants a second for 5 s: 1200/min
+        rate.granted(i * 0.05)
+    assert rate.rate(5.0) is None  # unlimited until told otherwise
+    assert rate.throttled(5.0, grant_id=100, last_grant_id=100)
+    assert rate.reference == pytest.approx(1200)
+    assert rate.rate(5.0) == pytest.approx(840)
+    assert rate.rate(65.0) == pytest.approx(840 + 60 * 12)  # no ceiling: it keeps probing upward
+    assert rate.throttled(65.0, grant_id=101, last_grant_id=150)
+    assert (rate.reference, rate.rate(75.0)) == (pytest.approx(1560), pytest.approx(1560 * 0.7 + 10 * 15.6))
+
+
+def test_a_429_pauses_every_caller_for_retry_after_then_paces_slower() -> None:
+    vt = VirtualTime()
+    lim = limiter(vt, requests_per_min=600, burst_s=1.0)  # 10/s, 10 deep
+
+    async def call() -> int:
+        grant = await lim.acquire(1)
+        await lim.settle(grant.id, 1, 0.0)
+        return grant.id
+
+    async def run() -> tuple[float, float]:
+        burst = [await call() for _ in range(10)]
+        assert vt.now == 0.0
+        await lim.throttled(burst[-1], retry_after_s=2.0)
+        await lim.throttled(burst[0], retry_after_s=0.5)  # granted before the cut: pause only
+        await call()
+        resumed = vt.now
+        for _ in range(42):
+            await call()
+        return resumed, vt.now - resumed
+
+    resumed, paced = asyncio.run(run())
+    assert 2.0 < resumed <= 2.0 + 60 / 420 + 1e-6  # nothing before retry-after, and no burst after it
+    assert 42 * 60 / 480 <= paced <= 42 * 60 / 420 + 1e-6  # 420/min, recovering by 6/min a second
+    stats = lim.snapshot()
+    assert (stats.throttled, stats.rate_cuts) == (2, 1)
+    assert 420 < stats.requests_per_min < 480
+    vt.now += 3600
+    assert lim.snapshot().requests_per_min == 600
+
+
 def test_limiter_name_hides_the_key() -> None:
     a = limiter_name("openai", None, "sk-secret-1", "gpt-x")
     assert "sk-secret" not in a and a.startswith("limiter:openai:") and a.endswith(":gpt-x")
@@ -195,9 +255,24 @@ def test_a_stricter_server_is_handled_by_retry_after(ray_local) -> None:
     """The limiter does not know the server's limit: 429s come back with retry-after, are
     retried, and every request is still answered exactly once."""
     with FaultServer(FaultPlan(requests_per_min=600, burst_s=0.5)) as server:
-        config = fault_config(server, name="strict", limits={"max_concurrency": 8, "max_retries": 20})
+        config = fault_config(server, name="strict", limits={"max_concurrency": 8, "max_retries": None})
         with build_engine(config) as engine:
             results = engine.generate(_batch(25, "strict"))
         assert all(r.ok for r in results), [r.error_detail for r in results if not r.ok]
         assert server.ledger.counts()["429"] > 0
         assert set(server.ledger.served().values()) == {1} and len(server.ledger.served()) == 25
+
+
+def test_a_server_stricter_than_the_config_slows_the_shared_limiter(ray_local) -> None:
+    """The config claims 3000 requests/min, the server allows 600: its 429s cut the one limiter
+    both workers share, so most calls go through instead of most being refused."""
+    with FaultServer(FaultPlan(requests_per_min=600, burst_s=0.5)) as server:
+        config = fault_config(server, name="claims-too-much", limits={"requests_per_min": 3000, "max_concurrency": 8, "max_retries": None}, resources={"replicas": 2})
+        with build_engine(config) as engine:
+            results = engine.generate(_batch(40, "claims"))
+            stats = engine.limiter_stats()
+        counts = server.ledger.counts()
+    assert all(r.ok for r in results) and set(server.ledger.served().values()) == {1}
+    assert stats.rate_cuts >= 1 and stats.requests_per_min < 3000 * 0.7
+    assert stats.throttled == counts["429"]  # every 429 reached the shared limiter
+    assert counts["429"] <= 0.25 * sum(counts.values())  # unadapted, about 4 in 5 would be refused

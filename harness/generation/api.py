@@ -9,11 +9,13 @@ they wait on the network). A worker answers each request of a chunk concurrently
 2. calls the provider through its :class:`Protocol` (one per file: ``openai_engine.py``,
    ``anthropic_engine.py``), with the SDK's own retries off;
 3. settles the grant with the reported usage and cost;
-4. on a retryable failure goes back to 1 after a backoff (:mod:`harness.generation.retry`).
+4. on a retryable failure goes back to 1 after a backoff, until the retry deadline
+   (:mod:`harness.generation.retry`); a 429 also slows the shared limiter for every worker.
 
 Whatever happens, each request comes back exactly once: as an answer or as a failed result with
-its error kind. The API key is read from ``api_key_env`` on the driver and handed to the workers
-as a :class:`Secret` (masked in every repr, never logged, never written).
+its error kind. The API key comes with the config (:meth:`ModelConfig.holding_key`, read on the
+driver) or from ``api_key_env`` here, and is handed to the workers as a :class:`Secret` (masked in
+every repr, never logged, never written).
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from harness.generation.base import Engine, Request, Result, check_unique
 from harness.generation.cost import token_cost
 from harness.generation.limiter import RateLimiter, RemoteLimiter, get_limiter, limiter_name
 from harness.ray_runtime import ensure_ray
-from harness.generation.retry import MalformedResponse, SpendCapReached, classify, retrying
+from harness.generation.retry import MalformedResponse, SpendCapReached, classify, retry_after_s, retrying
 from harness.model_config import ModelConfig
 
 #: Header carrying the sample_id with each call: lets a server (ours, a gateway) trace attempts.
@@ -65,9 +67,8 @@ def api_key(config: ModelConfig) -> Secret:
         if config.provider in ("openai", "anthropic") and not config.base_url:
             raise UserError(f"{config.source or config.name}: field 'api_key_env': provider {config.provider} needs the name of the variable holding its key")
         return Secret(NO_KEY)
-    value = config.api_key()
-    if not value:
-        raise UserError(f"{config.source or config.name}: field 'api_key_env': environment variable {config.api_key_env} is not set; export it with the key")
+    value = config.holding_key().api_key()
+    assert value is not None  # holding_key refuses an unset variable
     return Secret(value)
 
 
@@ -177,9 +178,12 @@ class ApiCaller:
         return Result(request.sample_id, self.config.name, done.text, done.input_tokens, done.output_tokens, latency, cost)
 
     async def _settle_failure(self, grant_id: int, exc: BaseException) -> None:
-        """An error status was not billed (and a 429 not counted); a call that got no readable
-        answer (timeout, dropped, malformed) may have run: it keeps its worst case."""
+        """An error status was not billed (and a 429 not counted, but reported: it slows every
+        caller of the key); a call that got no readable answer (timeout, dropped, malformed) may
+        have run: it keeps its worst case."""
         status = getattr(exc, "status_code", None)
+        if status == 429:
+            await self.limiter.throttled(grant_id, retry_after_s(exc))
         if isinstance(status, int) and status >= 400:
             await self.limiter.settle(grant_id, 0 if status == 429 else None, 0.0)
         else:

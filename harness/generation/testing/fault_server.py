@@ -6,8 +6,9 @@ Messages API (``POST /v1/messages``), so the official SDKs can be pointed at it.
 1. a scripted outcome for that sample_id, if a test queued one (:meth:`FaultServer.script`);
 2. its own requests/min and tokens/min token buckets (prompt + answer tokens): beyond them
    429 with ``retry-after`` (and ``retry-after-ms``) saying when capacity is back;
-3. random faults at the :class:`FaultPlan`'s rates: 500, a hang past the client's timeout, a
-   dropped connection, a 200 with malformed JSON; and an optional delay;
+3. random faults at the :class:`FaultPlan`'s rates: 429 with or without ``retry-after`` (a server
+   refusing at random, whatever the load), 500, a hang past the client's timeout, a dropped
+   connection, a 200 with malformed JSON; and an optional delay;
 4. an answer echoing the prompt's words, ``completion_tokens`` long (capped by max_tokens, cut at
    a stop sequence), with usage.
 
@@ -34,8 +35,9 @@ from harness.generation.testing.protocols import PROTOCOLS, Call, WireProtocol
 
 SAMPLE_HEADER = "X-Routerbench-Sample-Id"
 #: Scripted outcomes (:meth:`FaultServer.script`): "ok", an HTTP status ("500", "400", "401", "529" …),
-#: "429" or "429:<retry-after seconds>", "timeout", "drop", "malformed", "delay:<seconds>" (then answers).
-OUTCOMES = re.compile(r"ok|timeout|drop|malformed|[1-5]\d\d|429:[\d.]+|delay:[\d.]+")
+#: "429" or "429:<retry-after seconds>" or "429:none" (no retry-after), "timeout", "drop", "malformed",
+#: "delay:<seconds>" (then answers).
+OUTCOMES = re.compile(r"ok|timeout|drop|malformed|[1-5]\d\d|429:(?:[\d.]+|none)|delay:[\d.]+")
 
 
 @dataclass
@@ -45,6 +47,9 @@ class FaultPlan:
     requests_per_min: float | None = None
     tokens_per_min: float | None = None
     burst_s: float = 5.0  # seconds of the rates a burst may use (the buckets' depth)
+    throttle_rate: float = 0.0  # 429s with retry-after: throttle_retry_after_s
+    bare_throttle_rate: float = 0.0  # 429s without retry-after
+    throttle_retry_after_s: float = 1.0
     error_rate: float = 0.0  # 500s
     timeout_rate: float = 0.0  # hang for hang_s, then close without an answer
     drop_rate: float = 0.0  # close the connection without an answer
@@ -240,7 +245,15 @@ class FaultServer:
 
     def _random_fault(self) -> str | None:
         p, r = self.plan, self._rng.random()
-        for outcome, rate in (("500", p.error_rate), ("timeout", p.timeout_rate), ("drop", p.drop_rate), ("malformed", p.malformed_rate)):
+        faults = (
+            (f"429:{p.throttle_retry_after_s}", p.throttle_rate),
+            ("429:none", p.bare_throttle_rate),
+            ("500", p.error_rate),
+            ("timeout", p.timeout_rate),
+            ("drop", p.drop_rate),
+            ("malformed", p.malformed_rate),
+        )
+        for outcome, rate in faults:
             if r < rate:
                 return outcome
             r -= rate
@@ -278,10 +291,14 @@ class FaultServer:
                 return proto.error(429, "rate limit reached", retry_after_s=wait)
         if outcome is None:
             outcome = self._random_fault() or "ok"
+            if outcome.startswith("429"):  # refused: not charged to the limits after all
+                self._requests.charge(-1)
+                self._tokens.charge(-(prompt_tokens + n_tokens))
 
         if outcome.startswith("429"):
             record("429", False)
-            return proto.error(429, "rate limit reached (scripted)", retry_after_s=float(outcome.partition(":")[2] or 1.0))
+            asked = outcome.partition(":")[2] or "1.0"
+            return proto.error(429, "rate limit reached (injected)", retry_after_s=None if asked == "none" else float(asked))
         if outcome[:1].isdigit():
             record(outcome, charged)
             return proto.error(int(outcome), f"injected {outcome}")
