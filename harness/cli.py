@@ -16,7 +16,7 @@ from rich.table import Table
 
 from harness.dataset import AppendResult, Store, default_store_uri
 from harness.errors import UserError
-from harness.filesystem import upload_dir
+from harness.filesystem import check_reachable, resolve, upload_dir
 from harness.generation.cli import generate
 from harness.importers import EXPORTS, ImportBatch, load_sources
 from harness.tasks.cli import prompts_app
@@ -25,12 +25,18 @@ from routers import DEFAULT_ROUTERS
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, help="Evaluate LLM routers on recorded outcomes.")
 data_app = typer.Typer(no_args_is_help=True, help="Inspect and maintain the outcome store.")
 app.add_typer(data_app, name="data")
+sandbox_app = typer.Typer(no_args_is_help=True, help="The sandbox that runs model-written code.")
+app.add_typer(sandbox_app, name="sandbox")
 # Piped output (CI logs, `ray job logs`) gets wide tables instead of rich's 80-column default.
 console = Console(width=None if sys.stdout.isatty() else 132, soft_wrap=True)
 err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 400)
 
 AddressOpt = Annotated[Optional[str], typer.Option(help="Ray cluster address (default: RAY_ADDRESS or a local Ray).")]
 JudgeOpt = Annotated[Optional[Path], typer.Option(help="Model config of the LLM judge for MT-Bench answers.")]
+UnsafeSandboxOpt = Annotated[
+    bool,
+    typer.Option("--unsafe-sandbox", help="Grade model-written code without bubblewrap, in the weaker process sandbox (warned, recorded in each outcome's grader)."),
+]
 StoreOpt = Annotated[
     str,
     typer.Option("--store", envvar="ROUTERBENCH_STORE", help="Store location: a path or pyarrow URI (s3://…).", show_default="~/.routerbench/store"),
@@ -45,15 +51,23 @@ def _csv(value: str | None) -> tuple[str, ...] | None:
     return tuple(v.strip() for v in value.split(",") if v.strip()) if value else None
 
 
-def _import(store: Store, sources: list[str], on_ambiguous: str, overwrite: bool, refresh: bool) -> tuple[ImportBatch, AppendResult]:
+def _import(
+    store: Store, sources: list[str], on_ambiguous: str, overwrite: bool, refresh: bool, missing_cost: str = "error", sha256: list[str] | None = None
+) -> tuple[ImportBatch, AppendResult]:
     with console.status("reading sources…"):
-        batch = load_sources(sources, on_ambiguous=on_ambiguous, refresh=refresh)
+        batch = load_sources(sources, on_ambiguous=on_ambiguous, refresh=refresh, missing_cost=missing_cost, sha256=sha256 or ())
     with console.status(f"writing {len(batch.outcomes)} outcomes to {store.uri}…"):
         result = store.append(batch.prompts, batch.outcomes, overwrite=overwrite, source=", ".join(sources))
     console.print(
         f"imported {result.prompts_added} prompts and {result.outcomes_added} outcomes into {store.uri}"
         + (f" (already there: {result.prompts_skipped} prompts, {result.outcomes_skipped} outcomes)" if result.prompts_skipped or result.outcomes_skipped else "")
     )
+    if result.outcomes_raced:
+        console.print(f"  {result.outcomes_raced} outcomes were written by another process meanwhile, with other values; kept theirs")
+    if result.outcomes_changed:
+        console.print(f"  {result.outcomes_changed} of the outcomes already there have other values in the store; kept the stored ones (--overwrite replaces them)")
+    if batch.models_without_cost:
+        console.print(f"  skipped {len(batch.models_without_cost)} models without a '<model>|total_cost' column: {', '.join(batch.models_without_cost)}")
     if batch.duplicates_dropped:
         console.print(f"  {batch.duplicates_dropped} identical duplicate rows stored once")
     if batch.ambiguous:
@@ -76,9 +90,14 @@ def import_(
     on_ambiguous: Annotated[str, typer.Option(help="A sample_id used by different prompts: 'skip' its rows or 'rekey' them.")] = "skip",
     overwrite: Annotated[bool, typer.Option(help="Replace outcomes whose (sample_id, model) is already stored.")] = False,
     refresh: Annotated[bool, typer.Option(help="Download URLs again instead of using the cache.")] = False,
+    missing_cost: Annotated[str, typer.Option(help="A wide file's model column without '<model>|total_cost': 'error', or 'skip-model' to import the other models.")] = "error",
+    sha256: Annotated[
+        Optional[list[str]],
+        typer.Option("--sha256", help="Expected sha256 of a URL source's file; repeat it once per URL source, in their order (local sources are not checked). A mismatch fails and the download is not kept."),
+    ] = None,
 ) -> None:
     """Import outcomes into the store (atomic: all of it or nothing)."""
-    _import(_store(store), sources, on_ambiguous, overwrite, refresh)
+    _import(_store(store), sources, on_ambiguous, overwrite, refresh, missing_cost, sha256)
 
 
 @app.command()
@@ -122,8 +141,14 @@ def data_info(store: StoreOpt = None) -> None:  # type: ignore[assignment]
 
 @data_app.command("compact")
 def data_compact(store: StoreOpt = None) -> None:  # type: ignore[assignment]
-    """Merge the store's files into one per partition (safe to interrupt)."""
-    n = _store(store).compact()
+    """Merge the store's files into one per partition (safe to interrupt, and to run twice at once)."""
+    from harness.dataset import CompactionSkipped
+
+    try:
+        n = _store(store).compact()
+    except CompactionSkipped as exc:  # the other compaction does the work: not a failure
+        console.print(str(exc), highlight=False)
+        return
     console.print(f"compacted {n} commits" if n else "nothing to compact")
 
 
@@ -152,6 +177,8 @@ def evaluate(
     from harness.report import aiq_table, plot_family
 
     st = _store(store)
+    if "://" in out:  # an unreachable endpoint or a missing bucket fails now, not after the evaluation
+        check_reachable(resolve(out), out)
     if data:
         _import(st, data, on_ambiguous="skip", overwrite=False, refresh=False)
     spec = EvalSpec(
@@ -204,21 +231,34 @@ def evaluate(
 
 @app.command()
 def report(
-    out: Annotated[Path, typer.Option(help="An evaluation's output directory.")] = Path("results"),
+    out: Annotated[str, typer.Option(help="An evaluation's output directory, or the URI it was written to (s3://bucket/results).")] = "results",
     all_configs: Annotated[bool, typer.Option(help="List every router setting, not only the best one.")] = False,
 ) -> None:
     """Print the tables and redraw the plots of an earlier evaluation."""
+    from harness.filesystem import download_files
     from harness.report import aiq_table, plot_family
 
+    remote = "://" in out
+    local = Path(tempfile.mkdtemp(prefix="routerbench-report-")) if remote else Path(out)
     try:
-        points = pd.read_parquet(out / "points.parquet")
-        aiq = pd.read_csv(out / "aiq.csv", keep_default_na=True).fillna({"config": ""})
-    except OSError as exc:
-        raise UserError(f"{out}: no evaluation results there ({exc}); run `routerbench evaluate --out {out}` first") from exc
-    for family in sorted(aiq["task_family"].unique()):
-        console.print(aiq_table(aiq, points, family, all_configs=all_configs))
-        plot_family(points, aiq, family, out / f"{family}.png")
-    console.print(f"redrew {aiq['task_family'].nunique()} plots in {out}/")
+        missing = download_files(out, ["points.parquet", "aiq.csv"], local) if remote else []
+        try:
+            if missing:
+                raise FileNotFoundError(f"no {missing[0]}")
+            points = pd.read_parquet(local / "points.parquet")
+            aiq = pd.read_csv(local / "aiq.csv", keep_default_na=True).fillna({"config": ""})
+        except OSError as exc:
+            raise UserError(f"{out}: no evaluation results there ({exc}); run `routerbench evaluate --out {out}` first") from exc
+        plots = []
+        for family in sorted(aiq["task_family"].unique()):
+            console.print(aiq_table(aiq, points, family, all_configs=all_configs))
+            plots.append(plot_family(points, aiq, family, local / f"{family}.png").name)
+        if remote:
+            upload_dir(local, out, plots)
+    finally:
+        if remote:
+            shutil.rmtree(local, ignore_errors=True)
+    console.print(f"redrew {aiq['task_family'].nunique()} plots in {out.rstrip('/')}/")
 
 
 @app.command()
@@ -233,6 +273,7 @@ def extend(
     address: AddressOpt = None,
     evaluate_after: Annotated[bool, typer.Option("--evaluate", help="Evaluate the routers afterwards, the new model in the pool.")] = False,
     out: Annotated[str, typer.Option(help="With --evaluate: directory (or URI) for the evaluation's results.")] = "results",
+    unsafe_sandbox: UnsafeSandboxOpt = False,
 ) -> None:
     """Run a model over the store's prompts, grade every answer and append the outcomes (resumable)."""
     from harness.model_config import load_model_config
@@ -241,7 +282,8 @@ def extend(
 
     st = _store(store)
     config = load_model_config(model)
-    spec = ExtendSpec(families=_csv(tasks), limit=limit, shots=shots, judge=str(judge) if judge else None, commit_every=commit_every)
+    _warn_unsafe(unsafe_sandbox)
+    spec = ExtendSpec(families=_csv(tasks), limit=limit, shots=shots, judge=str(judge) if judge else None, commit_every=commit_every, unsafe_sandbox=unsafe_sandbox)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[status]}"), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=not console.is_terminal) as bar:
         task = bar.add_task(f"extend {config.name}", total=None, status="planning")
@@ -266,11 +308,13 @@ def regrade(
     models: Annotated[Optional[str], typer.Option(help="Comma-separated models (default: all).")] = None,
     judge: JudgeOpt = None,
     store: StoreOpt = None,  # type: ignore[assignment]
+    unsafe_sandbox: UnsafeSandboxOpt = False,
 ) -> None:
     """Grade stored responses again where the grader version changed or grading failed (no model calls)."""
     from harness.refresh import regrade as run_regrade
 
-    counts = run_regrade(_store(store), list(_csv(models) or ()) or None, judge=str(judge) if judge else None)
+    _warn_unsafe(unsafe_sandbox)
+    counts = run_regrade(_store(store), list(_csv(models) or ()) or None, judge=str(judge) if judge else None, unsafe_sandbox=unsafe_sandbox)
     console.print("regraded " + (", ".join(f"{m}: {n}" for m, n in sorted(counts.items())) or "nothing: every grade is current"))
 
 
@@ -299,13 +343,15 @@ def refresh(
     address: AddressOpt = None,
     evaluate_after: Annotated[bool, typer.Option("--evaluate/--no-evaluate", help="Evaluate the routers afterwards.")] = True,
     out: Annotated[str, typer.Option(help="Directory (or URI) for the evaluation's results.")] = "results",
+    unsafe_sandbox: UnsafeSandboxOpt = False,
 ) -> None:
     """Scheduled upkeep: answer missing or stale prompts for every model config, regrade, reprice, evaluate."""
     from harness.pipeline import ExtendSpec
     from harness.refresh import refresh as run_refresh
 
     st = _store(store)
-    spec = ExtendSpec(families=_csv(tasks), limit=limit, judge=str(judge) if judge else None)
+    _warn_unsafe(unsafe_sandbox)
+    spec = ExtendSpec(families=_csv(tasks), limit=limit, judge=str(judge) if judge else None, unsafe_sandbox=unsafe_sandbox)
     report = run_refresh(st, str(models_dir) if models_dir else None, spec, address=address, on_model=lambda m: console.print(f"refreshing {m}…"))
     for name, r in report.extended.items():
         console.print(f"{name}: {r.appended} outcomes appended ({r.skipped_done} already current), ${r.spend_usd:.4f}")
@@ -317,6 +363,29 @@ def refresh(
     )
     if evaluate_after:
         evaluate(store=st.uri, out=out, address=address)
+
+
+@sandbox_app.command("check")
+def sandbox_check() -> None:
+    """Which layers of the code sandbox are active here, each shown by a short self-test."""
+    from harness.grading.sandbox_check import run_checks
+
+    checks = run_checks()
+    table = Table(title="code sandbox (model-written code runs here when grading)", title_justify="left")
+    for col in ("layer", "active", "evidence"):
+        table.add_column(col)
+    for c in checks:
+        table.add_row(c.layer, {True: "[green]yes[/]", False: "[red]NO[/]", None: "[yellow]n/a[/]"}[c.ok], c.detail)
+    console.print(table)
+    failed = [c.layer for c in checks if c.ok is False]
+    if failed:
+        raise UserError(f"sandbox layers not working: {', '.join(failed)}")
+    console.print("sandbox ok: code-exec grading runs in bubblewrap")
+
+
+def _warn_unsafe(unsafe: bool) -> None:
+    if unsafe:
+        err_console.print("[bold red]warning:[/] --unsafe-sandbox: model-written code is graded without bubblewrap; outcomes record 'code-exec@…+unsafe-sandbox'", highlight=False)
 
 
 app.add_typer(prompts_app, name="prompts")

@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import pyarrow.fs as pafs
 
 from harness.errors import UserError
+
+PROBE_TIMEOUT_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -38,8 +42,42 @@ def resolve(uri: str | os.PathLike) -> Location:
     try:
         fs, path = pafs.FileSystem.from_uri(text)
     except (pafs.ArrowInvalid, OSError, ValueError) as exc:  # type: ignore[attr-defined]
-        raise UserError(f"cannot open store location '{text}': {exc}") from exc
+        raise UserError(f"cannot open '{text}': {_first_line(exc)}") from exc
     return Location(fs, path)
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+@contextmanager
+def storage_errors(uri: str) -> Iterator[None]:
+    """Turn a filesystem failure under ``uri`` (endpoint down, no such bucket, no permission) into a
+    one-line :class:`UserError` that names the URI."""
+    try:
+        yield
+    except OSError as exc:
+        raise UserError(f"{uri}: {_first_line(exc)}") from exc
+
+
+def check_reachable(location: Location, uri: str) -> None:
+    """Fail fast, in one line, when an object store cannot be reached or its bucket does not exist.
+
+    A single probe (HEAD of the bucket) with one attempt and short timeouts: pyarrow's default retry
+    strategy would spend seconds on every call before the first error surfaced. Only S3 has a probe;
+    other filesystems report their errors when used.
+    """
+    if not isinstance(location.fs, pafs.S3FileSystem):
+        return
+    options = dict(location.fs.__reduce__()[1][0])  # the URI's own settings (endpoint, scheme, region, keys)
+    options.update(connect_timeout=PROBE_TIMEOUT_S, request_timeout=PROBE_TIMEOUT_S, retry_strategy=pafs.AwsStandardS3RetryStrategy(max_attempts=1))
+    bucket = location.path.split("/", 1)[0]
+    try:
+        info = pafs.S3FileSystem(**options).get_file_info(bucket)
+    except OSError as exc:
+        raise UserError(f"{uri}: cannot reach the object store ({_first_line(exc)}); check the endpoint, credentials and network") from exc
+    if info.type == pafs.FileType.NotFound:
+        raise UserError(f"{uri}: bucket '{bucket}' does not exist; create it first or fix the bucket name")
 
 
 def write_bytes_atomic(fs: pafs.FileSystem, path: str, data: bytes) -> None:
@@ -73,12 +111,38 @@ def list_names(fs: pafs.FileSystem, directory: str) -> list[str]:
     return sorted(i.base_name for i in infos if i.type == pafs.FileType.File)
 
 
-def upload_dir(local_dir: str | os.PathLike, uri: str) -> None:
-    """Copy a local directory's files to a location (e.g. evaluation results to ``s3://…``)."""
+def delete_if_present(fs: pafs.FileSystem, path: str) -> None:
+    """Delete a file; one that is gone already (another cleanup got there first) is fine."""
+    try:
+        fs.delete_file(path)
+    except FileNotFoundError:
+        pass
+
+
+def upload_dir(local_dir: str | os.PathLike, uri: str, names: Iterable[str] | None = None) -> None:
+    """Copy a local directory's files (or only ``names``) to a location (e.g. evaluation results to ``s3://…``)."""
     target = resolve(uri)
-    target.fs.create_dir(target.path, recursive=True)
-    for name in sorted(os.listdir(local_dir)):
-        src = os.path.join(local_dir, name)
-        if os.path.isfile(src):
-            with open(src, "rb") as fh:
-                write_bytes_atomic(target.fs, target.join(name), fh.read())
+    check_reachable(target, uri)
+    with storage_errors(uri):
+        target.fs.create_dir(target.path, recursive=True)
+        for name in sorted(os.listdir(local_dir) if names is None else names):
+            src = os.path.join(local_dir, name)
+            if os.path.isfile(src):
+                with open(src, "rb") as fh:
+                    write_bytes_atomic(target.fs, target.join(name), fh.read())
+
+
+def download_files(uri: str, names: Iterable[str], local_dir: str | os.PathLike) -> list[str]:
+    """Copy the named files of a location into a local directory; returns the names it does not hold."""
+    source = resolve(uri)
+    check_reachable(source, uri)
+    missing = []
+    with storage_errors(uri):
+        for name in names:
+            path = source.join(name)
+            if source.fs.get_file_info(path).type != pafs.FileType.File:
+                missing.append(name)
+                continue
+            with open(os.path.join(local_dir, name), "wb") as out:
+                out.write(read_bytes(source.fs, path))
+    return missing

@@ -15,6 +15,7 @@ from __future__ import annotations
 import ast
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,13 +27,17 @@ from harness.errors import UserError
 from harness.families import task_families
 from harness.metrics import oracle
 from harness.registry import Registry
-from harness.sources import display_name, fetch
+from harness.safe_pickle import unpickle_frame
+from harness.sources import display_name, fetch, url_digests
 
 SOURCE = "_source"
 NO_MODEL_CORRECT = "no_model_correct"
 WIDE_KEYS = ("sample_id", "prompt", "eval_name")
 LONG_KEYS = ("sample_id", "model", "score", "cost_usd")
 AMBIGUOUS_POLICIES = ("skip", "rekey")
+MISSING_COST_POLICIES = ("error", "skip-model")
+#: Wide-layout columns that are never a model's scores.
+NOT_MODEL_COLUMNS = frozenset({*WIDE_KEYS, "oracle_model_to_route_to", "gold", "task", "task_family", SOURCE})
 
 
 @dataclass
@@ -45,6 +50,8 @@ class ImportBatch:
     ambiguous: list[str] = field(default_factory=list)
     rekeyed: int = 0
     duplicates_dropped: int = 0
+    #: Wide-layout models left out for want of a ``<model>|total_cost`` column (``--missing-cost skip-model``).
+    models_without_cost: list[str] = field(default_factory=list)
 
 
 # ---------------------------------------------------------------------- reading files
@@ -53,8 +60,9 @@ READERS: Registry = Registry("file type")
 CSV_OPTIONS = {} if int(pd.__version__.split(".")[0]) >= 3 else {"float_precision": "round_trip"}
 READERS.add(".csv", lambda p: pd.read_csv(p, low_memory=False, **CSV_OPTIONS))
 READERS.add(".parquet", pd.read_parquet)
-READERS.add(".pkl", pd.read_pickle)
-READERS.add(".pickle", pd.read_pickle)
+# Pickles go through the restricted unpickler: a plain unpickle runs whatever the file names.
+READERS.add(".pkl", lambda p: unpickle_frame(p, display_name(p)))
+READERS.add(".pickle", lambda p: unpickle_frame(p, display_name(p)))
 READERS.add(".jsonl", lambda p: pd.read_json(p, lines=True, dtype=False))
 READERS.add(".json", lambda p: pd.read_json(p, dtype=False))
 
@@ -64,6 +72,8 @@ def read_frame(path: Path) -> pd.DataFrame:
     reader = READERS.get(path.suffix.lower())
     try:
         df = reader(path)
+    except UserError:
+        raise
     except Exception as exc:  # noqa: BLE001 - any parse failure is the user's file, report it as such
         raise UserError(f"{display_name(path)}: cannot read as {path.suffix} ({type(exc).__name__}: {exc})") from exc
     if not isinstance(df, pd.DataFrame):
@@ -75,6 +85,33 @@ def wide_models(columns: pd.Index) -> list[str]:
     """Model names of a wide frame: score columns that have a ``|total_cost`` companion."""
     names = {str(c) for c in columns}
     return [str(c) for c in columns if "|" not in str(c) and f"{c}|total_cost" in names]
+
+
+def models_without_cost(df: pd.DataFrame) -> list[str]:
+    """Columns of a wide frame that hold a model's scores but have no ``<model>|total_cost``: such a
+    model cannot be priced, and leaving it out unannounced would shrink the pool behind the user's back.
+
+    A model column is one with a ``<name>|…`` companion (``|model_response``), or any other column
+    whose values are all numbers in [0, 1] (RouterBench's layout has no other such columns)."""
+    names = {str(c) for c in df.columns}
+    prefixes = {n.split("|", 1)[0] for n in names if "|" in n}
+    found = []
+    for c in df.columns:
+        name = str(c)
+        if "|" in name or name in NOT_MODEL_COLUMNS or name.startswith("Unnamed: ") or f"{name}|total_cost" in names:
+            continue
+        if name in prefixes or _all_in_unit_interval(df[c]):
+            found.append(name)
+    return found
+
+
+def _all_in_unit_interval(col: pd.Series) -> bool:
+    if col.dtype == bool:
+        return True
+    if not pd.api.types.is_numeric_dtype(col):
+        return False
+    values = col.dropna()
+    return len(values) > 0 and bool(((values >= 0) & (values <= 1)).all())
 
 
 # ---------------------------------------------------------------------- cell decoding
@@ -190,16 +227,30 @@ def _prompt_rows(df: pd.DataFrame, tasks: pd.Series) -> pd.DataFrame:
 
 
 # ---------------------------------------------------------------------- layouts
-def from_wide(df: pd.DataFrame, on_ambiguous: str = "skip") -> ImportBatch:
-    """RouterBench's wide layout → long prompts and outcomes."""
+def from_wide(df: pd.DataFrame, on_ambiguous: str = "skip", missing_cost: str = "error") -> ImportBatch:
+    """RouterBench's wide layout → long prompts and outcomes.
+
+    A model column without its ``|total_cost`` is an error, or with ``missing_cost="skip-model"``
+    left out and listed in ``models_without_cost``.
+    """
     first = df[SOURCE].iloc[0] if len(df) else "input"
     missing = [c for c in WIDE_KEYS if c not in df.columns]
     if missing:
         raise UserError(f"{first}: missing column(s) {', '.join(missing)} of RouterBench's layout")
+    batch = ImportBatch(pd.DataFrame(), pd.DataFrame())
+    costless = models_without_cost(df)
+    if costless and missing_cost != "skip-model":
+        m = costless[0]
+        where = df.loc[df[m].notna(), SOURCE]
+        more = f" (and {len(costless) - 1} more: {', '.join(costless[1:4])}{', …' if len(costless) > 4 else ''})" if len(costless) > 1 else ""
+        raise UserError(
+            f"{where.iloc[0] if len(where) else first}: model column '{m}' has no '{m}|total_cost' column{more}; "
+            "add the costs, or pass --missing-cost skip-model to import the other models"
+        )
+    batch.models_without_cost = costless
     models = wide_models(df.columns)
     if not models:
         raise UserError(f"{first}: no model columns (expected '<model>' with '<model>|total_cost')")
-    batch = ImportBatch(pd.DataFrame(), pd.DataFrame())
     df = df.assign(sample_id=df["sample_id"].astype(str))
     response_cols = [f"{m}|model_response" for m in models if f"{m}|model_response" in df.columns]
     compare = [*WIDE_KEYS, *models, *(f"{m}|total_cost" for m in models), *response_cols]
@@ -237,8 +288,11 @@ def from_wide(df: pd.DataFrame, on_ambiguous: str = "skip") -> ImportBatch:
     return batch
 
 
-def from_long(df: pd.DataFrame, on_ambiguous: str = "skip") -> ImportBatch:
-    """One row per outcome; prompts are added too when ``prompt`` and ``task``/``eval_name`` are present."""
+def from_long(df: pd.DataFrame, on_ambiguous: str = "skip", missing_cost: str = "error") -> ImportBatch:
+    """One row per outcome; prompts are added too when ``prompt`` and ``task``/``eval_name`` are present.
+
+    (``missing_cost`` is for the wide layout: a long row without ``cost_usd`` is an error when stored.)
+    """
     first = df[SOURCE].iloc[0] if len(df) else "input"
     missing = [c for c in LONG_KEYS if c not in df.columns]
     if missing:
@@ -291,23 +345,26 @@ def detect_layout(df: pd.DataFrame, name: str) -> str:
     )
 
 
-def load_sources(specs: list[str], on_ambiguous: str = "skip", refresh: bool = False) -> ImportBatch:
+def load_sources(specs: list[str], on_ambiguous: str = "skip", refresh: bool = False, *, missing_cost: str = "error", sha256: Sequence[str] = ()) -> ImportBatch:
     """Read every source, group by layout, and turn each group into prompts and outcomes.
 
     Files of one layout are combined before checks, so a sample_id reused across files
-    (RouterBench's train/test copies) is seen as such.
+    (RouterBench's train/test copies) is seen as such. ``sha256`` holds the expected digest of
+    each URL source, in order (see :func:`harness.sources.url_digests`).
     """
     if on_ambiguous not in AMBIGUOUS_POLICIES:
         raise UserError(f"--on-ambiguous must be one of {', '.join(AMBIGUOUS_POLICIES)}, not '{on_ambiguous}'")
+    if missing_cost not in MISSING_COST_POLICIES:
+        raise UserError(f"--missing-cost must be one of {', '.join(MISSING_COST_POLICIES)}, not '{missing_cost}'")
     groups: dict[str, list[pd.DataFrame]] = {}
-    for spec in specs:
-        for path in fetch(spec, refresh=refresh):
+    for spec, digest in zip(specs, url_digests(specs, sha256)):
+        for path in fetch(spec, refresh=refresh, sha256=digest):
             name = display_name(path)
             df = read_frame(path)
             groups.setdefault(detect_layout(df, name), []).append(df.assign(**{SOURCE: name}))
     total = ImportBatch(pd.DataFrame(), pd.DataFrame())
     for layout, frames in groups.items():
-        part = LAYOUTS.get(layout)(pd.concat(frames, ignore_index=True), on_ambiguous)
+        part = LAYOUTS.get(layout)(pd.concat(frames, ignore_index=True), on_ambiguous, missing_cost=missing_cost)
         total.prompts = pd.concat([total.prompts, part.prompts], ignore_index=True)
         total.outcomes = pd.concat([total.outcomes, part.outcomes], ignore_index=True)
         for k, v in part.missing_by_model.items():
@@ -315,6 +372,7 @@ def load_sources(specs: list[str], on_ambiguous: str = "skip", refresh: bool = F
         total.ambiguous += part.ambiguous
         total.rekeyed += part.rekeyed
         total.duplicates_dropped += part.duplicates_dropped
+        total.models_without_cost += part.models_without_cost
     return total
 
 

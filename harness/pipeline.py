@@ -8,8 +8,13 @@
    k-shot); multi-turn prompts are answered turn by turn. The engine brings its own parallelism:
    vLLM replicas on GPUs, API callers sharing a rate limiter, a llama.cpp server.
 3. **Grade** (tasks, ``map_batches``): each row's family names its grader; code runs in the
-   sandbox on nodes with the custom ``sandbox`` resource. An engine failure skips grading; a
-   grader error or missing gold is recorded as the outcome's ``error``, never a 0.
+   sandbox (bubblewrap) on nodes with the custom ``sandbox`` resource, in workers whose environment
+   holds no API key. An engine failure skips grading; a grader error or missing gold is recorded
+   as the outcome's ``error``, never a 0.
+
+Everything that can be checked before Ray starts is (:func:`preflight`): the model's and the
+judge's key variables (read once, here, and carried to the engines with their configs) and, for
+code grading on this machine, bubblewrap.
 4. **Append** (driver): graded rows are committed every ``commit_every`` rows, each commit atomic,
    so a killed run loses at most the rows since the last commit and a rerun fills them in.
 """
@@ -20,7 +25,7 @@ import json
 import logging
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 import numpy as np
@@ -29,13 +34,13 @@ import pandas as pd
 from harness.dataset import Store
 from harness.errors import UserError
 from harness.generation.base import Request, Result, build_engine
-from harness.grading import build_grader, grade_frame
+from harness.grading import GRADERS, build_grader, grade_frame
 from harness.grading.base import parse_meta
+from harness.grading.sandbox import require_bubblewrap
 from harness.model_config import ModelConfig, load_model_config
-from harness.ray_runtime import SANDBOX_RESOURCE, ensure_ray
+from harness.ray_runtime import SANDBOX_RESOURCE, ensure_ray, joins_cluster, keyless_runtime_env
 from harness.tasks import family_of, turns_of
 
-SANDBOXED_GRADERS = ("code-exec",)
 WORK_COLUMNS = ["sample_id", "task_family", "prompt", "gold", "meta", "messages", "grader", "config_hash"]
 
 
@@ -44,10 +49,11 @@ class ExtendSpec:
     families: tuple[str, ...] | None = None  # default: every family in the store
     limit: int | None = None  # first N prompts of each family, in sorted sample_id order
     shots: int = 0
-    judge: str | None = None  # model config of the MT-Bench judge
+    judge: str | ModelConfig | None = None  # model config (path, or loaded) of the MT-Bench judge
     commit_every: int = 64
     batch_size: int | None = None  # prompts per generation batch (default from the config's concurrency)
     sample_ids: tuple[str, ...] | None = None  # restrict to these prompts (refresh's stale rows)
+    unsafe_sandbox: bool = False  # grade code in the weaker process sandbox (no bubblewrap)
 
 
 @dataclass
@@ -175,19 +181,24 @@ class GenerateStage:
 
 
 # ---------------------------------------------------------------------- grade
-def make_grader(name: str, metas: list[dict], judge: str | None):
+def is_sandboxed(grader: str) -> bool:
+    """Whether the grader registered as ``grader`` runs model-written code."""
+    return bool(getattr(GRADERS.get(grader), "sandboxed", False))
+
+
+def make_grader(name: str, metas: list[dict], judge: str | ModelConfig | None, unsafe_sandbox: bool = False):
     """A grader by name; the MT-Bench judge is built from a judge model config and the prompts stored with the questions."""
     if name != "mtbench-judge":
-        return build_grader(name)
+        return build_grader(name, **({"unsafe_sandbox": True} if unsafe_sandbox and is_sandboxed(name) else {}))
     from harness.grading.judge import JudgeGrader, engine_completer, judge_prompts_from_metas
 
     if judge is None:
         raise UserError("MT-Bench answers need a judge: pass --judge model_configs/<judge>.yaml")
-    config = load_model_config(judge)
+    config = judge if isinstance(judge, ModelConfig) else load_model_config(judge)
     return JudgeGrader(engine_completer(config), judge_prompts_from_metas(metas), config.name)
 
 
-def grade_batch(batch: pd.DataFrame, judge: str | None = None) -> pd.DataFrame:
+def grade_batch(batch: pd.DataFrame, judge: str | ModelConfig | None = None, unsafe_sandbox: bool = False) -> pd.DataFrame:
     """Grade the rows that have a response, grader by grader; engine failures keep their error."""
     out = batch.copy()
     out["score"] = np.nan
@@ -197,7 +208,7 @@ def grade_batch(batch: pd.DataFrame, judge: str | None = None) -> pd.DataFrame:
     for name, idx in out[answered].groupby("grader").groups.items():
         rows = out.loc[idx]
         try:
-            grader = make_grader(str(name), [parse_meta(m) for m in rows["meta"]], judge)
+            grader = make_grader(str(name), [parse_meta(m) for m in rows["meta"]], judge, unsafe_sandbox)
             graded = grade_frame(grader, rows[["response", "gold", "meta", "prompt"]])
             grader.close()
         except UserError as exc:
@@ -236,6 +247,19 @@ def _batch_size(config: ModelConfig, spec: ExtendSpec) -> int:
     return max(8, 4 * config.limits.max_concurrency * config.resources.replicas)
 
 
+def preflight(config: ModelConfig, spec: ExtendSpec, graders: set[str], address: str | None = None) -> tuple[ModelConfig, ExtendSpec]:
+    """Fail here, in one line, on what would otherwise fail inside Ray: an unset key variable (of
+    the model or the judge) and code grading without bubblewrap on this machine (a cluster's
+    sandbox nodes are checked where they grade). Returns the config and spec holding their keys."""
+    config = config.holding_key()
+    judge = spec.judge
+    if "mtbench-judge" in graders and judge is not None:
+        judge = (judge if isinstance(judge, ModelConfig) else load_model_config(judge)).holding_key()
+    if not spec.unsafe_sandbox and not joins_cluster(address) and any(is_sandboxed(g) for g in graders):
+        require_bubblewrap()
+    return config, replace(spec, judge=judge)
+
+
 def extend(
     store: Store,
     config: ModelConfig,
@@ -249,6 +273,8 @@ def extend(
     from ray.util.annotations import RayDeprecationWarning
 
     work, already = plan(store, config, spec)
+    if not work.empty:
+        config, spec = preflight(config, spec, set(work["grader"].dropna().astype(str)), address)
     progress = Progress(total=len(work))
     report = ExtendReport(config.name, len(work), 0, 0, {}, 0.0, already)
     if on_progress:
@@ -262,8 +288,9 @@ def extend(
     logging.getLogger("ray.data").setLevel(logging.ERROR)
 
     size = _batch_size(config, spec)
-    sandboxed = work["grader"].isin(SANDBOXED_GRADERS).any()
-    grade_args: dict[str, Any] = {"resources": {SANDBOX_RESOURCE: 1}} if sandboxed else {}
+    sandboxed = any(is_sandboxed(str(g)) for g in work["grader"].dropna().unique())
+    # Code graders: on sandbox nodes, and with every key variable blanked (a cluster's nodes may hold keys).
+    grade_args: dict[str, Any] = {"resources": {SANDBOX_RESOURCE: 1}, "runtime_env": keyless_runtime_env()} if sandboxed else {}
     # One block per generation batch, so graded rows stream back batch by batch.
     ds = ray.data.from_pandas([work.iloc[i : i + size] for i in range(0, len(work), size)])
     with warnings.catch_warnings():  # max_restarts has no named parameter in Ray Data yet
@@ -278,7 +305,7 @@ def extend(
             num_cpus=0,
             max_restarts=0,  # a restarted engine would answer a batch twice; failures are recorded instead
         )
-    ds = ds.map_batches(grade_batch, fn_kwargs={"judge": spec.judge}, batch_size=size, batch_format="pandas", num_cpus=1, **grade_args)
+    ds = ds.map_batches(grade_batch, fn_kwargs={"judge": spec.judge, "unsafe_sandbox": spec.unsafe_sandbox}, batch_size=size, batch_format="pandas", num_cpus=1, **grade_args)
 
     pending: list[pd.DataFrame] = []
 

@@ -1,14 +1,42 @@
 """Ray for every command: join ``--address`` / ``RAY_ADDRESS`` (a cluster, ``ray job submit``), or
-start a private local instance."""
+start a private local instance.
+
+A local instance is started without the API keys of any model config in its environment: Ray's
+workers (graders among them) inherit the environment of the raylet, and keys reach an engine only
+with its config (:meth:`harness.model_config.ModelConfig.holding_key`). On a cluster, where the
+nodes' environment is the operator's, :func:`keyless_runtime_env` blanks the key variables for the
+tasks that must not hold them.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+from collections.abc import Iterator
 from types import ModuleType
+
+from harness.model_config import key_variables
 
 #: Custom resource of the nodes allowed to run model-written code (cluster.yaml's grader workers).
 SANDBOX_RESOURCE = "sandbox"
+
+
+@contextlib.contextmanager
+def without_keys() -> Iterator[None]:
+    """This process's environment without the key variables, for the duration (processes started
+    meanwhile, such as a local raylet, never see them)."""
+    held = {name: os.environ.pop(name) for name in key_variables() if name in os.environ}
+    try:
+        yield
+    finally:
+        os.environ.update(held)
+
+
+def keyless_runtime_env() -> dict:
+    """``runtime_env`` for tasks that must not hold keys: every key variable set to empty."""
+    names = sorted(key_variables())
+    return {"env_vars": {name: "" for name in names}} if names else {}
 
 
 def ensure_ray(address: str | None = None) -> ModuleType:
@@ -24,7 +52,13 @@ def ensure_ray(address: str | None = None) -> ModuleType:
         if address == "local":
             # This machine runs the sandboxed graders too (a cluster has dedicated `sandbox` nodes).
             cpus = os.cpu_count() or 1
-            ray.init(address="local", logging_level=logging.ERROR, include_dashboard=False, resources={SANDBOX_RESOURCE: cpus})
+            with without_keys():
+                ray.init(address="local", logging_level=logging.ERROR, include_dashboard=False, resources={SANDBOX_RESOURCE: cpus})
         else:
             ray.init(address=address, logging_level=logging.ERROR)
     return ray
+
+
+def joins_cluster(address: str | None = None) -> bool:
+    """Whether :func:`ensure_ray` would join an existing cluster rather than start a local Ray."""
+    return (address or os.environ.get("RAY_ADDRESS") or "local") != "local"

@@ -20,6 +20,7 @@ import pandas as pd
 
 from harness.dataset import Store
 from harness.grading import build_grader
+from harness.grading.code_exec import UNSAFE_SUFFIX
 from harness.model_config import ModelConfig, load_model_configs
 from harness.pipeline import ExtendReport, ExtendSpec, Progress, extend, grade_batch
 from harness.tasks import family_of
@@ -43,8 +44,10 @@ def current_graders(rows: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
     return names, names.map(ids)
 
 
-def stale_grades(store: Store, models: list[str] | None = None) -> pd.DataFrame:
-    """Outcomes with a response whose grade is out of date: another grader version, or a grading error."""
+def stale_grades(store: Store, models: list[str] | None = None, unsafe_sandbox: bool = False) -> pd.DataFrame:
+    """Outcomes with a response whose grade is out of date: another grader version, or a grading
+    error. Grades from the weaker sandbox (``+unsafe-sandbox``) are stale, except to a run that
+    itself grades there, which would only give the same grade again."""
     outcomes = store.outcomes(["sample_id", "model", "response", "score", "cost_usd", "input_tokens", "output_tokens", "latency_s", "grader", "config_hash", "error"], models=models)
     ours = outcomes["grader"].notna() | outcomes["error"].fillna("").str.startswith(("grader:", "gold:"))
     answered = outcomes["response"].notna() & ~outcomes["error"].fillna("").str.startswith("engine:")
@@ -55,17 +58,19 @@ def stale_grades(store: Store, models: list[str] | None = None) -> pd.DataFrame:
     rows = candidates.merge(prompts, on="sample_id", how="inner")
     names, current = current_graders(rows)
     failed = rows["error"].fillna("").str.startswith(("grader:", "gold:"))
-    stale = (current.notna() & ((rows["grader"] != current) | failed)).to_numpy()
+    current_here = current + UNSAFE_SUFFIX if unsafe_sandbox else current
+    same = (rows["grader"] == current) | (rows["grader"] == current_here)
+    stale = (current.notna() & (~same | failed)).to_numpy()
     return rows.assign(grader_name=names)[stale].reset_index(drop=True)
 
 
-def regrade(store: Store, models: list[str] | None = None, judge: str | None = None, chunk: int = 512) -> dict[str, int]:
+def regrade(store: Store, models: list[str] | None = None, judge: str | None = None, chunk: int = 512, unsafe_sandbox: bool = False) -> dict[str, int]:
     """Grade stale outcomes again from their stored responses; returns regraded counts per model."""
-    rows = stale_grades(store, models)
+    rows = stale_grades(store, models, unsafe_sandbox)
     counts: dict[str, int] = {}
     for start in range(0, len(rows), chunk):
         part = rows.iloc[start : start + chunk].rename(columns={"grader": "old_grader", "grader_name": "grader"})
-        graded = grade_batch(part.assign(error=None), judge=judge)
+        graded = grade_batch(part.assign(error=None), judge=judge, unsafe_sandbox=unsafe_sandbox)
         out = graded[["sample_id", "model", "response", "score", "cost_usd", "input_tokens", "output_tokens", "latency_s", "config_hash", "error"]].assign(
             grader=graded["grader_id"]
         )
@@ -131,7 +136,7 @@ def refresh(
         if on_model:
             on_model(name)
         report.extended[name] = extend(store, config, spec, address=address, on_progress=on_progress)
-    report.regraded = regrade(store, judge=spec.judge)
+    report.regraded = regrade(store, judge=spec.judge, unsafe_sandbox=spec.unsafe_sandbox)  # type: ignore[arg-type]
     report.repriced, skipped = reprice(store, configs)
     for model, why in skipped.items():
         report.skipped.setdefault(model, why)

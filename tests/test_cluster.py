@@ -32,6 +32,7 @@ def test_cluster_yaml_passes_rays_validation(cluster) -> None:
     for name in ("gpu-1x", "gpu-8x", "cpu-grader"):
         assert types[name]["min_workers"] == 0 and types[name]["max_workers"] > 0
     assert types["cpu-grader"]["resources"] == {"sandbox": 16}
+    assert any("apt-get install" in c and "bubblewrap" in c for c in types["cpu-grader"]["worker_setup_commands"])
     assert types["gpu-8x"]["node_config"]["InstanceType"] == "p4d.24xlarge"
     assert any("pip install" in c and "routerbench" in c for c in prepared["setup_commands"])
 

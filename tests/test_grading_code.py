@@ -7,6 +7,9 @@ import time
 from harness.grading import build_grader
 from harness.grading.code_exec import build_program, code_blocks, main_function, sanitize
 from harness.grading.sandbox import Limits
+from tests.conftest import needs_bubblewrap
+
+pytestmark = needs_bubblewrap
 
 TESTS = "assert add(1, 2) == 3\nassert add(-1, 1) == 0"
 CHATTY = """Here is a function that adds two numbers:

@@ -178,7 +178,7 @@ def write_variant(routerbench_dir: Path, tmp_path: Path, edit) -> Path:
         (lambda d: d.assign(**{"claude-v2|total_cost": -d["claude-v2|total_cost"]}), "mbpp_bad.csv: column 'claude-v2|total_cost' has cost"),
         (lambda d: d.assign(**{"claude-v2": d["claude-v2"].astype(object).where(d.index != 0, "yes")}), "non-numeric value 'yes'"),
         (lambda d: pd.concat([d, d.iloc[[5]].assign(**{"claude-v2": 1 - d["claude-v2"].iloc[5]})]), "appear twice with the same prompt but different"),
-        (lambda d: d.drop(columns=[c for c in d.columns if c.endswith("|total_cost")]), "no model columns|unrecognised columns"),
+        (lambda d: d.drop(columns=[c for c in d.columns if c.endswith("|total_cost")]), "mbpp_bad.csv: model column 'WizardLM/WizardLM-13B-V1.2' has no 'WizardLM/WizardLM-13B-V1.2|total_cost' column \\(and 10 more: claude-instant-v1, claude-v1, claude-v2, …\\); add the costs, or pass --missing-cost skip-model"),
     ],
 )
 def test_bad_input_is_one_line_and_changes_nothing(imported_store: Store, routerbench_dir: Path, tmp_path: Path, edit, message: str) -> None:

@@ -1,6 +1,8 @@
 """The code sandbox: model-written code cannot escape its directory, reach the network, fork-bomb
 or run past its limits. Each layer is tried with the interpreter guard on (the default) and, where
-this machine grants the OS-level layer, with the guard off, so each layer is shown to hold alone."""
+this machine grants the OS-level layer, with the guard off, so each layer is shown to hold alone;
+both isolations (bubblewrap, and the weaker process sandbox of ``--unsafe-sandbox``) are covered.
+The attacks of a hostile user are in test_sandbox_hostile.py."""
 
 from __future__ import annotations
 
@@ -12,45 +14,55 @@ from pathlib import Path
 
 import pytest
 
-from harness.grading.sandbox import Limits, capabilities, run_python
+from harness.grading.sandbox import BUBBLEWRAP, PROCESS, Limits, capabilities, run_python
+from tests.conftest import needs_bubblewrap
 
 FAST = Limits(wall_s=5, cpu_s=2, memory_mb=512, max_procs=16)
 caps = capabilities()
+ISOLATIONS = [pytest.param(BUBBLEWRAP, marks=needs_bubblewrap), PROCESS]
 
 
-def test_a_passing_program_passes_and_a_failing_one_fails() -> None:
-    assert run_python("assert sorted([3, 1, 2]) == [1, 2, 3]\nprint('ok')", FAST).status == "passed"
-    failed = run_python("assert 1 == 2", FAST)
+@pytest.mark.parametrize("isolation", ISOLATIONS)
+def test_a_passing_program_passes_and_a_failing_one_fails(isolation: str) -> None:
+    assert run_python("assert sorted([3, 1, 2]) == [1, 2, 3]\nprint('ok')", FAST, isolation=isolation).status == "passed"
+    failed = run_python("assert 1 == 2", FAST, isolation=isolation)
     assert failed.status == "failed" and "AssertionError" in failed.output
 
 
-def test_a_sandbox_that_cannot_start_is_not_the_programs_failure() -> None:
+@pytest.mark.parametrize("isolation", ISOLATIONS)
+def test_a_sandbox_that_cannot_start_is_not_the_programs_failure(isolation: str) -> None:
     from harness.grading import build_grader
 
-    assert run_python("print(1)", Limits(memory_mb=5)).status == "sandbox-error"  # too little memory for the bootstrap
-    grade = build_grader("code-exec", limits=Limits(memory_mb=5)).grade_batch(["```python\ndef f():\n    return 1\n```"], ["assert f() == 1"])[0]
+    never = Limits(wall_s=0.001)  # over before the interpreter is up: the program never ran
+    assert run_python("print(1)", never, isolation=isolation).status == "sandbox-error"
+    grade = build_grader("code-exec", limits=never, unsafe_sandbox=isolation == PROCESS).grade_batch(["```python\ndef f():\n    return 1\n```"], ["assert f() == 1"])[0]
     assert grade.score is None and grade.error.startswith("grader:sandbox-error") and "\n" not in grade.error
 
 
-def test_an_early_exit_is_not_a_pass() -> None:
-    for code in ("import sys; sys.exit(0)", "exit()", "raise SystemExit"):
-        assert run_python(code + "\nassert False", FAST).status == "failed", code
+@pytest.mark.parametrize("isolation", ISOLATIONS)
+def test_an_early_exit_is_not_a_pass(isolation: str) -> None:
+    for code in ("import sys; sys.exit(0)", "exit()", "raise SystemExit", "import os; os._exit(0)"):
+        assert run_python(code + "\nassert False", FAST, isolation=isolation).status == "failed", code
 
 
-def test_it_runs_in_a_fresh_private_directory() -> None:
-    code = "import os, tempfile\nopen('x.txt', 'w').write('hi')\nprint(os.getcwd(), os.environ['HOME'], tempfile.gettempdir(), sorted(os.listdir('.')))"
-    first, second = run_python(code, FAST), run_python(code, FAST)
+@pytest.mark.parametrize("isolation", ISOLATIONS)
+def test_it_runs_in_a_fresh_private_directory(isolation: str) -> None:
+    code = "import os, tempfile\nleft = os.path.exists('x.txt')\nopen('x.txt', 'w').write('hi')\nprint(os.getcwd(), os.environ['HOME'], tempfile.gettempdir(), left, sorted(os.listdir('.')))"
+    first, second = run_python(code, FAST, isolation=isolation), run_python(code, FAST, isolation=isolation)
     assert first.passed and second.passed
-    cwd, home, tmp, listing = first.output.split(" ", 3)
-    assert cwd == home == tmp and Path(cwd).name.startswith("rb-sandbox-")
-    assert first.output != second.output  # another directory each run
-    assert not Path(cwd).exists()  # removed afterwards
+    cwd, home, tmp, left, listing = first.output.split(" ", 4)
+    assert cwd == home == tmp and left == "False" and second.output.split(" ")[3] == "False"  # nothing of an earlier run
     assert "x.txt" in listing and "main.py" in listing
+    if isolation == BUBBLEWRAP:
+        assert cwd == "/sandbox"  # a tmpfs that exists only inside
+    else:
+        assert Path(cwd).name.startswith("rb-sandbox-") and first.output != second.output and not Path(cwd).exists()
 
 
+@pytest.mark.parametrize("isolation", ISOLATIONS)
 @pytest.mark.parametrize("guard", [True, False])
-def test_cannot_write_outside_its_directory(tmp_path: Path, guard: bool) -> None:
-    if not guard and not caps.mount_namespace:
+def test_cannot_write_outside_its_directory(tmp_path: Path, guard: bool, isolation: str) -> None:
+    if not guard and isolation == PROCESS and not caps.mount_namespace:
         pytest.skip("no private mount namespace here: only the interpreter guard stops writes")
     target = tmp_path / f"escape-{uuid.uuid4().hex}.txt"
     for code in (
@@ -60,36 +72,40 @@ def test_cannot_write_outside_its_directory(tmp_path: Path, guard: bool) -> None
         f"import os; os.symlink('/tmp', 'link'); open('link/{target.name}', 'w').write('x')",
         f"import shutil; open('a', 'w').write('x'); shutil.copyfile('a', {str(target)!r})",
     ):
-        result = run_python(code, FAST, guard=guard)
+        result = run_python(code, FAST, guard=guard, isolation=isolation)
         assert result.status == "failed", code
         assert not target.exists(), code
 
 
-def test_cannot_read_or_list_outside_its_directory(tmp_path: Path) -> None:
+@pytest.mark.parametrize("isolation", ISOLATIONS)
+def test_cannot_read_or_list_outside_its_directory(tmp_path: Path, isolation: str) -> None:
     secret = tmp_path / "secret.txt"
     secret.write_text("top secret")
     for code in (f"print(open({str(secret)!r}).read())", f"import os; print(os.listdir({str(tmp_path)!r}))", "print(open('/etc/hostname').read())"):
-        result = run_python(code, FAST)
+        result = run_python(code, FAST, isolation=isolation)
         assert result.status == "failed" and "top secret" not in result.output and "outside the sandbox" in result.output, code
 
 
-def test_can_import_the_standard_library_and_installed_packages() -> None:
+@pytest.mark.parametrize("isolation", ISOLATIONS)
+def test_can_import_the_standard_library_and_installed_packages(isolation: str) -> None:
     code = "import re, math, heapq, collections, itertools, functools, fractions, decimal, datetime, json, numpy\nprint(numpy.arange(3).sum())"
-    result = run_python(code, FAST)
+    result = run_python(code, FAST, isolation=isolation)
     assert result.passed and result.output.strip() == "3"
 
 
+@pytest.mark.parametrize("isolation", ISOLATIONS)
 @pytest.mark.parametrize("guard", [True, False])
-def test_cannot_open_sockets(guard: bool) -> None:
-    if not guard and not caps.network_namespace:
+def test_cannot_open_sockets(guard: bool, isolation: str) -> None:
+    if not guard and isolation == PROCESS and not caps.network_namespace:
         pytest.skip("no network namespace here: only the interpreter guard stops sockets")
     code = "import socket\ns = socket.create_connection(('1.1.1.1', 53), timeout=2)\nprint('connected')"
-    result = run_python(code, FAST, guard=guard)
+    result = run_python(code, FAST, guard=guard, isolation=isolation)
     assert result.status == "failed" and "connected" not in result.output
     assert ("not allowed" in result.output) if guard else ("unreachable" in result.output.lower() or "Errno" in result.output)
 
 
-def test_cannot_start_processes_or_load_native_code() -> None:
+@pytest.mark.parametrize("isolation", ISOLATIONS)
+def test_cannot_start_processes_or_load_native_code(isolation: str) -> None:
     for code in (
         "import os; os.fork()",
         "import subprocess; subprocess.run(['true'])",
@@ -99,7 +115,7 @@ def test_cannot_start_processes_or_load_native_code() -> None:
         "import os, signal; os.kill(os.getppid(), signal.SIGTERM)",
         "import resource; resource.setrlimit(resource.RLIMIT_CPU, (100, 100))",
     ):
-        result = run_python(code, FAST)
+        result = run_python(code, FAST, isolation=isolation)
         assert result.status == "failed" and ("not allowed" in result.output), code
 
 
@@ -111,14 +127,16 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
-def test_a_fork_bomb_is_contained() -> None:
+@pytest.mark.parametrize("isolation", ISOLATIONS)
+def test_a_fork_bomb_is_contained(isolation: str) -> None:
     bomb = "import os\nwhile True:\n    os.fork()"
     started = time.monotonic()
-    result = run_python(bomb, FAST)
+    result = run_python(bomb, FAST, isolation=isolation)
     assert result.status == "failed" and "os.fork is not allowed" in result.output
     assert time.monotonic() - started < 5
 
 
+@needs_bubblewrap
 @pytest.mark.skipif(caps.pids_cgroup is None and not caps.nproc_rlimit, reason="neither a pids cgroup nor RLIMIT_NPROC applies here (root without cgroups)")
 def test_a_fork_bomb_is_contained_by_the_os_alone() -> None:
     bomb = "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass"
@@ -128,10 +146,11 @@ def test_a_fork_bomb_is_contained_by_the_os_alone() -> None:
 
 
 def test_processes_that_leave_the_group_are_killed_too() -> None:
+    """The process isolation (host PIDs; bubblewrap's PID namespace is tested in test_sandbox_hostile.py)."""
     if caps.pids_cgroup is None:
         pytest.skip("without a pids cgroup a child that calls setsid() escapes the process-group kill")
     code = "import os, time\npids = []\nfor _ in range(3):\n    pid = os.fork()\n    if pid == 0:\n        os.setsid(); time.sleep(60); os._exit(0)\n    pids.append(pid)\nprint(pids)"
-    result = run_python(code, FAST, guard=False)
+    result = run_python(code, FAST, guard=False, isolation=PROCESS)
     assert result.passed
     pids = ast.literal_eval(result.output.strip().splitlines()[-1])
     deadline = time.monotonic() + 2
@@ -140,30 +159,34 @@ def test_processes_that_leave_the_group_are_killed_too() -> None:
     assert not any(_alive(p) for p in pids)
 
 
-def test_infinite_loops_and_sleeps_are_stopped() -> None:
-    busy = run_python("while True:\n    pass", Limits(wall_s=10, cpu_s=1))
+@pytest.mark.parametrize("isolation", ISOLATIONS)
+def test_infinite_loops_and_sleeps_are_stopped(isolation: str) -> None:
+    busy = run_python("while True:\n    pass", Limits(wall_s=10, cpu_s=1), isolation=isolation)
     assert busy.status == "killed" and busy.seconds < 5  # the CPU limit, well before the wall clock
-    asleep = run_python("import time\ntime.sleep(60)", Limits(wall_s=1, cpu_s=5))
+    asleep = run_python("import time\ntime.sleep(60)", Limits(wall_s=1, cpu_s=5), isolation=isolation)
     assert asleep.status == "timeout" and asleep.seconds < 3
 
 
-def test_memory_hogs_are_stopped() -> None:
-    result = run_python("x = bytearray(2 * 1024**3)", Limits(memory_mb=256))
+@pytest.mark.parametrize("isolation", ISOLATIONS)
+def test_memory_hogs_are_stopped(isolation: str) -> None:
+    result = run_python("x = bytearray(2 * 1024**3)", Limits(memory_mb=256), isolation=isolation)
     assert result.status == "failed" and "MemoryError" in result.output
-    grow = run_python("x = []\nwhile True:\n    x.append(' ' * 10**6)", Limits(memory_mb=256, cpu_s=5, wall_s=10))
+    grow = run_python("x = []\nwhile True:\n    x.append(' ' * 10**6)", Limits(memory_mb=256, cpu_s=5, wall_s=10), isolation=isolation)
     assert grow.status in ("failed", "killed") and grow.seconds < 10
 
 
-def test_output_floods_are_capped() -> None:
-    result = run_python("import sys\nwhile True:\n    sys.stdout.write('x' * 65536)", Limits(file_mb=1, cpu_s=5, wall_s=10))
+@pytest.mark.parametrize("isolation", ISOLATIONS)
+def test_output_floods_are_capped(isolation: str) -> None:
+    result = run_python("import sys\nwhile True:\n    sys.stdout.write('x' * 65536)", Limits(file_mb=1, cpu_s=5, wall_s=10), isolation=isolation)
     assert result.status in ("failed", "killed") and len(result.output) <= 5000
 
 
-def test_no_sandbox_state_is_left_behind() -> None:
+@pytest.mark.parametrize("isolation", ISOLATIONS)
+def test_no_sandbox_state_is_left_behind(isolation: str) -> None:
     import tempfile
 
-    run_python("open('x', 'w').write('y')", FAST)
-    run_python("import time\ntime.sleep(60)", Limits(wall_s=0.5))
+    run_python("open('x', 'w').write('y')", FAST, isolation=isolation)
+    run_python("import time\ntime.sleep(60)", Limits(wall_s=0.5), isolation=isolation)
     mine = f"{os.getpid()}-"
     assert not [p for p in Path(tempfile.gettempdir()).glob(f"rb-sandbox-{mine}*")]
     if caps.pids_cgroup:

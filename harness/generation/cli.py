@@ -77,6 +77,16 @@ def _requests(prompts: Path | None, tasks: str | None, store: str | None, limit:
     return store_prompts(store or default_store_uri(), families, limit)
 
 
+def _check_before_running(config) -> None:  # noqa: ANN001 - harness.model_config.ModelConfig
+    """What a config needs that can be checked without starting anything (its API key, its chat
+    template), checked before Ray starts or --out is touched."""
+    if not config.self_hosted:
+        from harness.generation.api import api_key
+
+        api_key(config)
+    config.chat_template()  # reads the template file: a missing one is a one-line error
+
+
 def generate(
     model: Annotated[Path, typer.Option("--model", help="Model config YAML, e.g. model_configs/gemma3-270m-local.yaml.")],
     out: Annotated[Path, typer.Option("--out", help="Parquet file for the raw outcomes (store columns + error).")],
@@ -94,6 +104,7 @@ def generate(
     from harness.model_config import load_model_config
 
     config = load_model_config(model)
+    _check_before_running(config)
     requests = _requests(prompts, tasks, store, limit)
     kept = None if overwrite else read_answered(out, config.name)
     if kept is not None and kept.num_rows:
@@ -116,9 +127,13 @@ def generate(
                 elapsed = progress.tasks[0].elapsed or 0.0
                 rate = f"{tally.done / elapsed:.1f} req/s" if elapsed > 0 else ""
                 progress.update(task, advance=1, rate=rate, **tally.fields())
-    finally:  # an interrupted run keeps what it finished; a rerun does the rest
-        tables.append(outcome_table(results, config.config_hash()))
-        rows = write_outcomes(out, tables)
+    except BaseException:
+        # An interrupted run keeps what it finished (a rerun does the rest); one that failed before
+        # its first answer (an engine that cannot start on this config) leaves --out as it was.
+        if results:
+            write_outcomes(out, [*tables, outcome_table(results, config.config_hash())])
+        raise
+    rows = write_outcomes(out, [*tables, outcome_table(results, config.config_hash())])
     failed = sum(tally.errors.values())
     console.print(
         f"wrote {rows} outcomes of {config.name} to {out}: {tally.done - failed} answered now, {failed} failed; "

@@ -46,6 +46,9 @@ class Grader(ABC):
     version: str = ""
     #: Graders that can work without a gold answer (an LLM judge on open questions) say False.
     needs_gold: bool = True
+    #: Graders that run model-written code say True: they are placed on nodes with the ``sandbox``
+    #: resource, never hold API keys, and take the ``unsafe_sandbox`` option.
+    sandboxed: bool = False
 
     @property
     def id(self) -> str:

@@ -16,7 +16,9 @@ The gold answer of a code task is its test program (MBPP's asserts with their im
 response's main function when the response named it differently: a prompt that does not name the
 function (RouterBench's 0-shot MBPP) cannot be held to the name, but this is not standard grading.
 Passing scores 1; failing, timing out or no code scores 0 (``extracted`` says which); a sandbox
-that cannot start is a grader error.
+that cannot start is a grader error. Programs run in bubblewrap (:mod:`harness.grading.sandbox`);
+where it cannot run, grading refuses unless ``unsafe_sandbox=True``, which uses the weaker process
+sandbox, warns on every batch and records ``+unsafe-sandbox`` in the grader's id.
 """
 
 from __future__ import annotations
@@ -24,10 +26,11 @@ from __future__ import annotations
 import ast
 import os
 import re
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 
 from harness.grading.base import Grade, Grader, failed
-from harness.grading.sandbox import Limits, RunResult, run_python
+from harness.grading.sandbox import BUBBLEWRAP, PROCESS, Limits, RunResult, require_bubblewrap, run_python
 
 _FENCE = re.compile(r"```[ \t]*([\w+#.-]*)[^\n]*\n(.*?)(?:```|\Z)", re.DOTALL)
 _TAGGED = re.compile(r"\[PYTHON\](.*?)(?:\[/PYTHON\]|\Z)|\[BEGIN\](.*?)(?:\[DONE\]|\Z)", re.DOTALL | re.IGNORECASE)
@@ -139,24 +142,43 @@ def _summary(result: RunResult) -> str:
     return result.status if result.passed or not last else f"{result.status}: {last[:160]}"
 
 
+UNSAFE_SUFFIX = "+unsafe-sandbox"
+UNSAFE_WARNING = "code-exec: --unsafe-sandbox: model-written code runs in the weaker process sandbox (no bubblewrap); do not grade untrusted responses on a machine holding secrets"
+
+
 class CodeExecGrader(Grader):
     name = "code-exec"
+    #: Runs model-written code: placed on nodes with the ``sandbox`` resource, given the sandbox option.
+    sandboxed = True
 
-    def __init__(self, limits: Limits | None = None, workers: int | None = None, *, bind_entry_point: bool = False, keep_examples: bool = False) -> None:
+    def __init__(
+        self,
+        limits: Limits | None = None,
+        workers: int | None = None,
+        *,
+        bind_entry_point: bool = False,
+        keep_examples: bool = False,
+        unsafe_sandbox: bool = False,
+    ) -> None:
         self.limits = limits or Limits()
         self.workers = workers or os.cpu_count() or 1
         self.bind_entry_point = bind_entry_point
         self.keep_examples = keep_examples
-        self.version = "1" + ("+bind-name" if bind_entry_point else "") + ("+examples" if keep_examples else "")
+        self.isolation = PROCESS if unsafe_sandbox else BUBBLEWRAP
+        self.version = "1" + ("+bind-name" if bind_entry_point else "") + ("+examples" if keep_examples else "") + (UNSAFE_SUFFIX if unsafe_sandbox else "")
 
     def grade_valid(self, responses: list[str], golds: list[str | None], metas: list[dict]) -> list[Grade]:
+        if self.isolation == BUBBLEWRAP:
+            require_bubblewrap()
+        else:
+            warnings.warn(UNSAFE_WARNING, stacklevel=2)
         programs = [
             build_program(str(r), str(g), m, keep_examples=self.keep_examples, bind_entry_point=self.bind_entry_point)
             for r, g, m in zip(responses, golds, metas)
         ]
         todo = [i for i, p in enumerate(programs) if p is not None]
         with ThreadPoolExecutor(max_workers=self.workers) as pool:
-            results = dict(zip(todo, pool.map(lambda i: run_python(programs[i], self.limits), todo)))  # type: ignore[arg-type]
+            results = dict(zip(todo, pool.map(lambda i: run_python(programs[i], self.limits, isolation=self.isolation), todo)))  # type: ignore[arg-type]
         grades = []
         for i in range(len(programs)):
             result = results.get(i)

@@ -1,27 +1,27 @@
 """Run untrusted Python in a separate, confined process: the engine under the code-execution grader.
 
-Each run gets a fresh temporary directory (its working directory, ``HOME`` and ``TMPDIR``), a new
-session (process group), and the layers below; the child side is :mod:`harness.grading.sandbox_child`.
+Two isolations, chosen per run:
 
-Enforced by the operating system (hold even against native code):
+- ``bubblewrap`` (the default; :mod:`harness.grading.bubblewrap`): new user, PID, network, IPC,
+  UTS, cgroup and mount namespaces, uid 65534, an empty environment, its own ``/proc``, only
+  ``/usr`` and the interpreter bound read-only, a fresh bounded tmpfs as working directory. Where
+  bubblewrap is missing or cannot create namespaces, :func:`require_bubblewrap` refuses with a
+  one-line error saying how to install it.
+- ``process`` (``--unsafe-sandbox``; the weaker sandbox of earlier versions): a host temporary
+  directory, ``unshare --net --mount`` where the kernel allows it, every mount remounted read-only.
+  Native code can still read world-readable host files and the parent's ``/proc`` there.
 
-- limits (``setrlimit``, hard and soft): CPU seconds, address space, file size, open files, no
-  core dumps, and ``RLIMIT_NPROC`` (which Linux ignores for root);
-- a wall-clock timeout, after which the process group is killed; the group is killed after every
-  run anyway, and so is everything in the run's pids cgroup;
-- no network: a new, empty network namespace (``unshare --net``) where the kernel allows it;
-- fork bombs: a pids cgroup (``pids.max``) where one can be created, else ``RLIMIT_NPROC``;
-- writes outside the temporary directory: every mount is remounted read-only in a private mount
-  namespace (``unshare --mount``) where the kernel allows it.
+Under both, enforced by the operating system: limits (``setrlimit``, hard and soft: CPU seconds,
+address space, file size, open files, no core dumps; ``RLIMIT_NPROC`` where not root), a wall-clock
+timeout after which everything is killed, and a pids cgroup (``pids.max``) where one can be
+created, which also kills every process of the run at its end. Inside the interpreter, as a second
+layer, an audit hook that cannot be removed refuses sockets, process creation, ``ctypes``/``cffi``,
+signals, raising limits and file access outside the working directory (reads are allowed under the
+Python installation). The child side is :mod:`harness.grading.sandbox_child`; the program and the
+child's settings reach it on standard input, never on its command line.
 
-Enforced inside the interpreter (an audit hook that cannot be removed; native code could bypass it):
-no socket creation, no fork/exec/subprocess/``os.system``, no ``ctypes``/``cffi``, no signals to
-other processes, no raising limits, no opening/listing/changing files outside the temporary
-directory (reads are also allowed under the Python installation, for imports).
-
-Not enforced: reads of world-readable files by native code (there is no chroot), and CPU or
-memory shared with other processes beyond the limits above. :func:`capabilities` says which
-OS-level layers this machine grants.
+Not guaranteed: that a program cannot game its own tests (an object whose ``__eq__`` is always
+true passes ``assert f(x) == y``); the sandbox contains code, it does not judge it.
 """
 
 from __future__ import annotations
@@ -37,13 +37,29 @@ import sysconfig
 import tempfile
 import time
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
+
+from harness.errors import UserError
+from harness.grading import bubblewrap
 
 CHILD = Path(__file__).with_name("sandbox_child.py")
 CGROUP_PARENT = "routerbench-sandbox"
 OUTPUT_TAIL = 4096
 WORKDIR_PREFIX = "rb-sandbox-"
+BUBBLEWRAP, PROCESS = "bubblewrap", "process"
+ISOLATIONS = (BUBBLEWRAP, PROCESS)
+#: The minimal environment of every run (nothing of the grader's own).
+BASE_ENV = {
+    "PATH": "/usr/bin:/bin",
+    "LANG": "C.UTF-8",
+    "PYTHONHASHSEED": "0",
+    **{k: "1" for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")},
+}
+
+
+class SandboxUnavailable(UserError):
+    """Code grading was asked for, and bubblewrap cannot run here."""
 
 
 @dataclass(frozen=True)
@@ -74,7 +90,9 @@ class RunResult:
 class Capabilities:
     """The OS-level layers this machine grants (the interpreter-level guard is always on)."""
 
-    network_namespace: bool
+    bubblewrap: str | None  # bubblewrap's version where it can create its namespaces here
+    bubblewrap_error: str | None  # else why not
+    network_namespace: bool  # the process isolation's layers
     mount_namespace: bool
     pids_cgroup: str | None  # the cgroup directory runs are placed under, if any
     nproc_rlimit: bool  # RLIMIT_NPROC applies (not root)
@@ -117,7 +135,18 @@ def capabilities() -> Capabilities:
     net = bool(unshare) and _probe([unshare, "--net", "true"])
     mount = net and _probe([unshare, "--net", "--mount", "true"])
     cgroup = _pids_cgroup_root()
-    return Capabilities(net, mount, None if cgroup is None else str(cgroup), os.geteuid() != 0)
+    version, why = bubblewrap.probe()
+    return Capabilities(version, why, net, mount, None if cgroup is None else str(cgroup), os.geteuid() != 0)
+
+
+def require_bubblewrap() -> None:
+    """Refuse, with how to fix it, where model-written code cannot be run in bubblewrap."""
+    caps = capabilities()
+    if caps.bubblewrap is None:
+        raise SandboxUnavailable(
+            f"code-exec grading runs model-written code in bubblewrap, and {caps.bubblewrap_error}: "
+            f"{bubblewrap.INSTALL_HINT}; `routerbench sandbox check` tests it; --unsafe-sandbox grades in the weaker process sandbox instead"
+        )
 
 
 @functools.lru_cache(maxsize=1)
@@ -176,9 +205,11 @@ class _Cgroup:
         except OSError:
             self.path = None
 
-    @property
-    def procs_file(self) -> str | None:
-        return None if self.path is None else str(self.path / "cgroup.procs")
+    def wrap(self, cmd: list[str]) -> list[str]:
+        """``cmd`` started inside the cgroup: a shell joins it, then execs, so nothing runs outside it."""
+        if self.path is None:
+            return cmd
+        return ["/bin/sh", "-c", 'echo $$ > "$0" && exec "$@"', str(self.path / "cgroup.procs"), *cmd]
 
     def kill_all(self) -> None:
         """Kill until the cgroup is empty, then remove it (orphans' zombies may take a moment to go)."""
@@ -210,46 +241,60 @@ def _head_and_tail(f) -> tuple[str, str]:  # noqa: ANN001 - a binary file object
     return head, f.read().decode("utf-8", "replace")
 
 
-def run_python(source: str, limits: Limits = Limits(), *, guard: bool = True) -> RunResult:
+def _command(isolation: str, workdir: Path | None, work_bytes: int) -> tuple[list[str], dict[str, str]]:
+    """The child's command line and environment for one isolation."""
+    child = [sys.executable, "-I", "-B", str(CHILD)]
+    if isolation == BUBBLEWRAP:
+        env = {**BASE_ENV, "HOME": bubblewrap.WORKDIR, "TMPDIR": bubblewrap.WORKDIR}
+        return bubblewrap.command(child, env, work_bytes, extra_ro=(str(CHILD),)), {"PATH": BASE_ENV["PATH"]}
+    caps = capabilities()
+    if caps.network_namespace:
+        child = [shutil.which("unshare") or "unshare", "--net", *(["--mount"] if caps.mount_namespace else []), "--", *child]
+    return child, {**BASE_ENV, "HOME": str(workdir), "TMPDIR": str(workdir)}
+
+
+def run_python(source: str, limits: Limits = Limits(), *, guard: bool = True, isolation: str = BUBBLEWRAP) -> RunResult:
     """Run ``source`` as ``main.py`` in a fresh confined child; ``passed`` only if it ran to its end.
 
     The child prints a begin marker before the program and an end marker after it (both unknown to
-    the program); without the begin marker the sandbox itself failed (``sandbox-error``).
+    the program); without the begin marker the sandbox itself failed or never got to the program
+    in time (``sandbox-error``: the grader's error, not the program's failure).
     ``guard=False`` leaves out the interpreter-level audit hook (to test the OS-level layers alone).
     """
+    if isolation not in ISOLATIONS:
+        raise ValueError(f"isolation {isolation!r}: one of {', '.join(ISOLATIONS)}")
     caps = capabilities()
-    workdir = Path(tempfile.mkdtemp(prefix=f"{WORKDIR_PREFIX}{os.getpid()}-"))
+    if isolation == BUBBLEWRAP and caps.bubblewrap is None:
+        return RunResult("sandbox-error", None, f"bubblewrap: {caps.bubblewrap_error}", 0.0)
+    workdir = None if isolation == BUBBLEWRAP else Path(tempfile.mkdtemp(prefix=f"{WORKDIR_PREFIX}{os.getpid()}-"))
     cgroup = _Cgroup(caps.pids_cgroup, limits.max_procs)
     marker = f"routerbench-sandbox-{uuid.uuid4().hex}"
     started = time.monotonic()
     try:
-        (workdir / "main.py").write_text(source, encoding="utf-8")
         config = {
             "rlimits": _rlimits(limits),
-            "cgroup_procs": cgroup.procs_file,
-            "read_only_mounts": caps.mount_namespace,
-            "parent_mount_namespace": os.readlink("/proc/self/ns/mnt") if caps.mount_namespace else "",
+            "read_only_mounts": isolation == PROCESS and caps.mount_namespace,
+            "parent_mount_namespace": os.readlink("/proc/self/ns/mnt") if isolation == PROCESS and caps.mount_namespace else "",
             "guard": guard,
             "read_roots": list(_read_roots()),
             "marker": marker,
+            "source": source,
         }
-        cmd = [sys.executable, "-I", "-B", str(CHILD), json.dumps(config)]
-        if caps.network_namespace:
-            cmd = [shutil.which("unshare") or "unshare", "--net", *(["--mount"] if caps.mount_namespace else []), "--", *cmd]
-        env = {
-            "PATH": "/usr/bin:/bin",
-            "HOME": str(workdir),
-            "TMPDIR": str(workdir),
-            "LANG": "C.UTF-8",
-            "PYTHONHASHSEED": "0",
-            **{k: "1" for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")},
-        }
-        with tempfile.TemporaryFile() as out:  # outside the child's directory: it cannot reach the file
+        try:
+            cmd, env = _command(isolation, workdir, max(4 * limits.file_mb, 64) * 1024 * 1024)
+        except (OSError, RuntimeError) as exc:
+            return RunResult("sandbox-error", None, f"cannot start the sandbox: {exc}", 0.0)
+        with tempfile.TemporaryFile() as out:  # outside the child's reach: it can only write to it
             try:
-                proc = subprocess.Popen(cmd, cwd=workdir, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+                proc = subprocess.Popen(cgroup.wrap(cmd), cwd=workdir or "/", env=env, stdin=subprocess.PIPE, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
             except OSError as exc:
                 return RunResult("sandbox-error", None, f"cannot start the sandbox: {exc}", 0.0)
             try:
+                try:
+                    proc.stdin.write(json.dumps(config).encode())  # type: ignore[union-attr]
+                    proc.stdin.close()  # type: ignore[union-attr]
+                except OSError:
+                    pass  # the child died before reading: no begin marker, a sandbox error
                 returncode: int | None = proc.wait(timeout=limits.wall_s)
                 status = None
             except subprocess.TimeoutExpired:
@@ -259,11 +304,13 @@ def run_python(source: str, limits: Limits = Limits(), *, guard: bool = True) ->
                 proc.wait()  # reaped first: a zombie would keep its cgroup busy
                 cgroup.kill_all()
             head, tail = _head_and_tail(out)
+        if isolation == BUBBLEWRAP and returncode is not None and returncode > 128:
+            returncode = 128 - returncode  # bwrap exits 128+N for a child killed by signal N
         begun = head.startswith(f"{marker}:begin")
-        if status is None:
-            if not begun:
-                status = "sandbox-error"
-            elif returncode == 0 and tail.rstrip().endswith(f"{marker}:end"):
+        if not begun:  # the program never started (a slow start past the wall clock included)
+            status = "sandbox-error"
+        elif status is None:
+            if returncode == 0 and tail.rstrip().endswith(f"{marker}:end"):
                 status = "passed"
             else:
                 status = "killed" if returncode is not None and returncode < 0 else "failed"
@@ -271,9 +318,5 @@ def run_python(source: str, limits: Limits = Limits(), *, guard: bool = True) ->
         return RunResult(status, returncode, output, time.monotonic() - started)
     finally:
         cgroup.kill_all()
-        shutil.rmtree(workdir, ignore_errors=True)
-
-
-def describe() -> dict:
-    """The limits' defaults and this machine's capabilities, for reports."""
-    return {"limits": asdict(Limits()), "capabilities": asdict(capabilities())}
+        if workdir is not None:
+            shutil.rmtree(workdir, ignore_errors=True)

@@ -1,8 +1,9 @@
 """Runs inside the sandbox's child process, before the untrusted program: confine, then execute it.
 
-Started by :mod:`harness.grading.sandbox` as ``python -I -B sandbox_child.py CONFIG_JSON`` with the
-fresh temporary directory as its working directory. Standard library only, so it imports nothing
-from outside the interpreter. In order it: joins the run's pids cgroup, lowers its resource limits
+Started by :mod:`harness.grading.sandbox` as ``python -I -B sandbox_child.py`` in its fresh working
+directory, with its settings and the program as JSON on standard input (so neither shows in
+``/proc/<pid>/cmdline``); standard input is then closed. Standard library only, so it imports
+nothing from outside the interpreter. In order it: lowers its resource limits
 (hard and soft, so the program cannot raise them again), makes every mount read-only except the
 temporary directory where it may (a private mount namespace), installs an audit hook that refuses
 network, process creation, native-code loading and file access outside the allowed directories,
@@ -16,12 +17,6 @@ import json
 import os
 import resource
 import sys
-
-
-def join_cgroup(procs_file: str | None) -> None:
-    if procs_file:
-        with open(procs_file, "w") as f:
-            f.write(str(os.getpid()))
 
 
 def lower_limits(limits: dict[str, int]) -> None:
@@ -117,17 +112,26 @@ def install_guard(workdir: str, read_roots: list[str]) -> None:
     sys.addaudithook(hook)
 
 
+def read_config() -> dict:
+    """The settings and program from standard input, which then reads as empty."""
+    config = json.loads(sys.stdin.buffer.read())
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
+    return config
+
+
 def main() -> None:
-    config = json.loads(sys.argv[1])
-    join_cgroup(config.get("cgroup_procs"))
+    config = read_config()
+    source = config.pop("source")
+    with open("main.py", "w", encoding="utf-8") as f:
+        f.write(source)
     lower_limits(config["rlimits"])
     workdir = os.getcwd()
     if config.get("read_only_mounts"):
         read_only_mounts(workdir, config.get("parent_mount_namespace", ""))
     if config.get("guard", True):
         install_guard(workdir, config.get("read_roots", []))
-    with open("main.py", encoding="utf-8") as f:
-        source = f.read()
     marker = config.pop("marker")
     sys.argv = ["main.py"]
     sys.stdout.write(f"{marker}:begin\n")

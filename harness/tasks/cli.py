@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from harness.dataset import Store, default_store_uri
+from harness.sources import fetch, is_url
 from harness.tasks import TASKS, get_family
 from harness.tasks.importer import ImportReport, derive_gold_in_store, import_prompts
 
@@ -47,14 +48,19 @@ def import_(
     shots: Annotated[int, typer.Option(help="Few-shot exemplars to store with each prompt (where the family has them).")] = 5,
     task: Annotated[Optional[str], typer.Option(help="generic: the task name (default: the file's name).")] = None,
     grader: Annotated[Optional[str], typer.Option(help="generic: the grader (default exact-match).")] = None,
+    sha256: Annotated[
+        Optional[str],
+        typer.Option("--sha256", help="Expected sha256 of the source file (a URL's download, or a local file); a mismatch fails and a download is not kept."),
+    ] = None,
 ) -> None:
-    """Import a prompt set with gold answers (atomic; rerunning changes nothing)."""
+    """Import a prompt set with gold answers (atomic; rerunning changes nothing). SOURCE may be an http(s) URL of one file."""
     st = Store(store or default_store_uri())
     options: dict[str, object] = {"shots": shots}
     if family == "generic":
         options.update(task=task, grader=grader)
     with console.status(f"reading {source}…"):
-        report = import_prompts(st, family, source, **options)
+        path = fetch(source, sha256=sha256)[0] if is_url(source) or sha256 else source
+        report = import_prompts(st, family, path, **options)
     _print(report, st)
 
 
