@@ -118,7 +118,7 @@ def run_ours(folds, options: RoutingOptions):
     fold = folds[0]
     t = time.perf_counter()
     for r in routers:
-        r.fit(fold.train)
+        r.fit(r.training_rows(fold.train))
     fit_s = time.perf_counter() - t
     t = time.perf_counter()
     routings = [r.route(fold.test) for r in routers]

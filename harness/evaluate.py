@@ -59,10 +59,22 @@ class FamilyResult:
     points: pd.DataFrame
     aiq: pd.DataFrame
     n_prompts: int
-    n_train: int
+    n_train: int  # training prompts (summed over folds); routers with ``handles_missing`` fit on all of them
     n_test: int
-    n_left_out: int
+    n_left_out: int  # test prompts without an outcome for every pool model
     partial: list[tuple[str, int]] = field(default_factory=list)  # pool models missing on some prompts: (model, prompts covered)
+    n_train_complete: int | None = None  # training prompts with every outcome, what the other routers fit on
+    complete_only: list[str] = field(default_factory=list)  # routers that fit on those alone, where that is fewer
+
+    @property
+    def notes(self) -> list[str]:
+        """One line for the family's report where some routers trained on fewer prompts than others."""
+        if not self.complete_only:
+            return []
+        return [
+            f"{', '.join(self.complete_only)} trained on {self.n_train_complete} of {self.n_train} training prompts "
+            "(those with every model's outcome)"
+        ]
 
 
 @dataclass
@@ -76,20 +88,22 @@ class EvalResult:
 
 # ---------------------------------------------------------------------- per-task work
 def complete_folds(folds: list[Fold]) -> tuple[list[Fold], int]:
-    """Keep the prompts that have an outcome for every model; count the test prompts left out."""
+    """Keep the test prompts that have an outcome for every model and count those left out;
+    training prompts stay, missing entries masked (each router takes what it handles, :func:`route_folds`)."""
     kept, left_out = [], 0
     for f in folds:
         test_ok = f.test.complete_rows()
         left_out += int((~test_ok).sum())
-        kept.append(Fold(f.train.take(f.train.complete_rows()), f.test.take(test_ok)))
+        kept.append(Fold(f.train, f.test.take(test_ok)))
     return kept, left_out
 
 
 def route_folds(router: Router, folds: list[Fold]) -> Routing:
-    """Fit on each fold's training prompts, route its test prompts, pool the folds."""
+    """Fit on each fold's training prompts (the complete ones, unless the router handles missing
+    entries), route its test prompts, pool the folds."""
     parts = []
     for fold in folds:
-        router.fit(fold.train)
+        router.fit(router.training_rows(fold.train))
         parts.append(router.route(fold.test))
     return Routing.concat_prompts(parts)
 
@@ -218,19 +232,24 @@ def evaluate(
             for fam, (folds, _) in prepared.items()
         }
 
+    complete_only = list(dict.fromkeys(r.name for r in routers if not r.handles_missing))
     results = []
     for family, (folds, left_out) in prepared.items():
         pts, aiq = summaries[family]
+        n_train = sum(f.train.n for f in folds)
+        n_complete = sum(int(f.train.complete_rows().sum()) for f in folds)
         results.append(
             FamilyResult(
                 family,
                 pts,
                 aiq,
                 n_prompts=matrices[family].n,
-                n_train=sum(f.train.n for f in folds),
+                n_train=n_train,
                 n_test=sum(f.test.n for f in folds),
                 n_left_out=left_out,
                 partial=[(m, int(c)) for m, c in zip(matrices[family].models, matrices[family].coverage()) if c < matrices[family].n],
+                n_train_complete=n_complete,
+                complete_only=complete_only if n_complete < n_train else [],
             )
         )
     summary = pd.DataFrame(

@@ -13,7 +13,8 @@ class OutcomeMatrix:
     """Scores and costs of every model on every prompt of a task family.
 
     ``scores[i, j]`` / ``costs[i, j]`` belong to ``sample_ids[i]`` and ``models[j]``; NaN marks a
-    missing outcome. Rows are in sorted ``sample_id`` order, models in store order (sorted names).
+    missing outcome (not every model answered every prompt), and :attr:`observed` is the mask of the
+    entries that have both. Rows are in sorted ``sample_id`` order, models in store order (sorted names).
     """
 
     family: str
@@ -34,9 +35,14 @@ class OutcomeMatrix:
     def m(self) -> int:
         return len(self.models)
 
+    @property
+    def observed(self) -> np.ndarray:
+        """(n, M) boolean mask of the outcomes that exist: a score and a cost."""
+        return ~(np.isnan(self.scores) | np.isnan(self.costs))
+
     def complete_rows(self) -> np.ndarray:
         """Boolean mask of the prompts that have an outcome for every model."""
-        return ~(np.isnan(self.scores).any(axis=1) | np.isnan(self.costs).any(axis=1))
+        return self.observed.all(axis=1)
 
     def take(self, rows: np.ndarray) -> OutcomeMatrix:
         """The sub-matrix of the given rows (indices or boolean mask)."""
@@ -62,7 +68,7 @@ class OutcomeMatrix:
 
     def coverage(self) -> np.ndarray:
         """Per model, how many prompts have its outcome."""
-        return (~np.isnan(self.scores)).sum(axis=0)
+        return self.observed.sum(axis=0)
 
     def model_index(self, names: list[str] | np.ndarray) -> np.ndarray:
         """Column indices of model names; -1 for names not in the pool."""

@@ -52,7 +52,7 @@ class RoutingOptions:
     def cost_vector(self, train: OutcomeMatrix) -> np.ndarray:
         """The per-model cost term, in pool order."""
         if self.cost_model == "expected":
-            return np.nanmean(train.costs, axis=0)
+            return expected_cost(train)
         missing = [m for m in train.models if m not in self.prices]
         if missing:
             raise UserError(
@@ -60,6 +60,15 @@ class RoutingOptions:
                 "(add model_configs/<name>.yaml or use --cost-model expected)"
             )
         return np.array([self.prices[m] for m in train.models], dtype=float)
+
+
+def expected_cost(train: OutcomeMatrix) -> np.ndarray:
+    """Each model's mean $ per query over the training prompts that have its outcome; NaN for a
+    model with none (a router never chooses it)."""
+    observed = train.observed
+    count = observed.sum(axis=0)
+    total = np.where(observed, train.costs, 0.0).sum(axis=0)
+    return np.divide(total, count, out=np.full(train.m, np.nan), where=count > 0)
 
 
 @dataclass(frozen=True)
@@ -120,6 +129,10 @@ class Router(ABC):
     needs_features: ClassVar[bool] = False
     #: Whether the router needs the prompt texts (``OutcomeMatrix.prompts``).
     needs_prompts: ClassVar[bool] = False
+    #: Whether :meth:`fit` takes training prompts that lack some models' outcomes (NaN scores and
+    #: costs, ``OutcomeMatrix.observed``). Routers that don't (the default) are fitted on the
+    #: complete training rows only (:meth:`training_rows`); test prompts are always complete.
+    handles_missing: ClassVar[bool] = False
 
     def __init__(self, options: RoutingOptions | None = None, **params: Any) -> None:
         self.options = options or RoutingOptions()
@@ -136,6 +149,10 @@ class Router(ABC):
     @property
     def label(self) -> str:
         return config_label(self.params)
+
+    def training_rows(self, train: OutcomeMatrix) -> OutcomeMatrix:
+        """What :meth:`fit` gets: every training prompt, or only the complete ones (``handles_missing``)."""
+        return train if self.handles_missing else train.take(train.complete_rows())
 
     def fit(self, train: OutcomeMatrix) -> None:  # noqa: B027 - most baselines need no training
         """Learn from the training prompts; the default router needs nothing."""
@@ -176,19 +193,25 @@ class PredictiveRouter(Router):
     def fit(self, train: OutcomeMatrix) -> None:
         if train.features is None:
             raise ValueError(f"router '{self.name}' needs prompt embeddings")
+        if train.n == 0:
+            which = "training prompts" if self.handles_missing else "training prompts with an outcome for every model"
+            raise UserError(f"router '{self.name}' has no {which} in task family '{train.family}' (--models picks a smaller pool)")
         self.cost = self.options.cost_vector(train)
+        scores = np.where(train.observed, train.scores, np.nan)  # NaN exactly where an outcome is missing
         # One BLAS thread: float sums then do not depend on how many threads a process has, so a
         # Ray worker (OMP_NUM_THREADS=1) and this process fit and predict bit-identically.
         with threadpool_limits(1):
-            self.fit_features(np.asarray(train.features, dtype=np.float64), train.scores)
+            self.fit_features(np.asarray(train.features, dtype=np.float64), scores)
 
     @abstractmethod
     def fit_features(self, x: np.ndarray, scores: np.ndarray) -> None:
-        """Learn to predict the (n, M) scores from the (n, d) embeddings."""
+        """Learn to predict the (n, M) scores from the (n, d) embeddings; with ``handles_missing``,
+        NaN scores are outcomes that do not exist."""
 
     @abstractmethod
     def predict(self, test: OutcomeMatrix) -> np.ndarray:
-        """Predicted quality, (n, M), computed once per test set."""
+        """Predicted quality, (n, M), computed once per test set; NaN where the router knows nothing
+        of a model (it is then never chosen)."""
 
     def choose(self, test: OutcomeMatrix) -> Choices:
         lam = np.asarray(self.options.lambdas, dtype=float)
@@ -201,7 +224,8 @@ def route_lambdas(predicted: np.ndarray, cost: np.ndarray, lambdas: np.ndarray) 
     """(K, n) choices: per λ and prompt the model maximising ``P·λ − c`` (first model wins ties).
 
     Computed as RouterBench does, ``P * λ - c`` in float64: at λ = 1e9 the cost vanishes under
-    the product's rounding and ties fall to pool order, exactly as in its code.
+    the product's rounding and ties fall to pool order, exactly as in its code. A NaN prediction or
+    cost (a model without training outcomes) is never chosen.
     """
     utility = predicted[None, :, :] * lambdas[:, None, None] - cost[None, None, :]
-    return utility.argmax(axis=2)
+    return np.where(np.isnan(utility), -np.inf, utility).argmax(axis=2)

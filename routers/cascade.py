@@ -59,6 +59,9 @@ class CascadeRouter(Router):
     """One router instance per judge error rate ε, sweeping the budgets; one curve per ε."""
 
     name = "cascade"
+    # Training gives only the cheapest-first order (expected costs over observed outcomes) and the
+    # score threshold; the cascade itself runs on the test prompts, which are complete.
+    handles_missing = True
 
     @classmethod
     def grid(cls) -> list[dict]:
@@ -66,13 +69,13 @@ class CascadeRouter(Router):
 
     def fit(self, train: OutcomeMatrix) -> None:
         self.cost = self.options.cost_vector(train)
-        self.train_scores = train.scores
+        self.train_scores = train.scores[train.observed]
 
     def route(self, test: OutcomeMatrix) -> Routing:
         error_rate = float(self.params.get("error_rate", 0.0))
         budgets = np.asarray(self.params.get("budgets", BUDGETS), dtype=float)
         quantile = float(self.params.get("quantile", 0.95))
-        all_scores = np.concatenate([self.train_scores, test.scores]).ravel()
+        all_scores = np.concatenate([self.train_scores, test.scores.ravel()])
         threshold = float(self.params.get("threshold", np.nanquantile(all_scores, quantile)))
         order = np.argsort(self.cost, kind="stable")  # cheapest first; ties keep pool order
         seed = [self.options.seed, int(round(error_rate * 1e6))]

@@ -2,7 +2,7 @@
 
 RouterBench trains one network per model; by default this trains one network with M outputs
 (``per_model=False``), which fits M times faster and predicts as well. ``per_model=True``
-reproduces the original.
+reproduces the original. Either trains on the training prompts complete for the pool.
 """
 
 from __future__ import annotations
@@ -21,6 +21,9 @@ from routers.registry import ROUTERS
 @ROUTERS.register("mlp")
 class MLPRouter(PredictiveRouter):
     name = "mlp"
+    # One network with M outputs cannot leave missing entries out of its loss in sklearn, and both
+    # settings should learn from the same prompts: the MLP trains on complete rows only.
+    handles_missing = False
 
     @classmethod
     def grid(cls) -> list[dict]:

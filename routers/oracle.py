@@ -11,6 +11,7 @@ from routers.registry import ROUTERS
 @ROUTERS.register("oracle")
 class Oracle(Router):
     name = "oracle"
+    handles_missing = True  # no training: it reads the test outcomes, which are complete
 
     def choose(self, test: OutcomeMatrix) -> Choices:
         _, _, choice = oracle(test.scores, test.costs)

@@ -4,7 +4,8 @@ Accepted targets:
 
 * a function ``prompt -> model name``;
 * an object or class with ``route(prompt) -> model name`` (or ``route_batch(prompts) -> names``),
-  and optionally ``fit(train)`` taking the training :class:`~harness.matrix.OutcomeMatrix`;
+  and optionally ``fit(train)`` taking the training :class:`~harness.matrix.OutcomeMatrix` (only
+  its complete rows, unless the object sets ``handles_missing = True``);
 * a :class:`~routers.base.Router` subclass or instance.
 """
 
@@ -29,6 +30,9 @@ class PluginRouter(Router):
         super().__init__()
         self.name = spec  # type: ignore[misc]  # the plug-in is reported under its own spec
         self.target = target
+        # Without fit() it learns nothing from training prompts; with one, it says what it takes.
+        trains = callable(getattr(target, "fit", None))
+        self.handles_missing = bool(getattr(target, "handles_missing", False)) or not trains  # type: ignore[misc]
 
     def fit(self, train: OutcomeMatrix) -> None:
         fit = getattr(self.target, "fit", None)

@@ -14,6 +14,7 @@ class RandomChoice(Router):
     reported as router ``random-draw``."""
 
     name = "random"
+    handles_missing = True  # no training
 
     def route(self, test: OutcomeMatrix) -> Routing:
         quality, cost = random_expected(test.scores, test.costs)
@@ -25,6 +26,7 @@ class RandomDraws(Router):
     """Seeded uniform draws, one point each (``config`` = ``seed=S,draw=i``)."""
 
     name = "random-draw"
+    handles_missing = True  # no training
 
     @classmethod
     def grid(cls) -> list[dict]:

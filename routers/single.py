@@ -14,6 +14,7 @@ class SingleModel(Router):
     """One setting per model in the pool; ``config`` is the model name."""
 
     name = "llm"
+    handles_missing = True  # no training
 
     def choose(self, test: OutcomeMatrix) -> Choices:
         choice = np.repeat(np.arange(test.m)[:, None], test.n, axis=1)

@@ -1,4 +1,5 @@
-"""A linear support-vector regressor per model on prompt embeddings (RouterBench's SVM router)."""
+"""A linear support-vector regressor per model on prompt embeddings (RouterBench's SVM router),
+each trained on the prompts that have that model's outcome."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from routers.registry import ROUTERS
 @ROUTERS.register("svm")
 class SVMRouter(PredictiveRouter):
     name = "svm"
+    handles_missing = True  # each model's regressor trains on the prompts that have its outcome
 
     @classmethod
     def grid(cls) -> list[dict]:
@@ -27,8 +29,9 @@ class SVMRouter(PredictiveRouter):
             warnings.simplefilter("ignore", ConvergenceWarning)
             for j in range(scores.shape[1]):
                 known = ~np.isnan(scores[:, j])
-                self.models.append(LinearSVR(random_state=1234).fit(x[known], scores[known, j]))
+                self.models.append(LinearSVR(random_state=1234).fit(x[known], scores[known, j]) if known.any() else None)
 
     def predict(self, test: OutcomeMatrix) -> np.ndarray:
         x = np.asarray(test.features, dtype=np.float64)
-        return np.column_stack([m.predict(x) for m in self.models])
+        # a model without training outcomes is predicted NaN: never chosen
+        return np.column_stack([np.full(len(x), np.nan) if m is None else m.predict(x) for m in self.models])

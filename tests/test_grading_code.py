@@ -57,7 +57,7 @@ def test_main_function_and_name_binding() -> None:
 
 
 def test_grades_for_hand_made_responses() -> None:
-    grader = build_grader("code-exec", limits=Limits(wall_s=5, cpu_s=2), workers=4)
+    grader = build_grader("code-exec", limits=Limits(wall_s=60, cpu_s=2), workers=4)  # the CPU limit stops the loop; the wall clock only bounds a stuck run
     responses = [
         CHATTY,  # right, with an example and another language around it
         "```python\ndef add(a, b):\n    return a - b\n```",  # wrong
