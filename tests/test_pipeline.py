@@ -227,3 +227,45 @@ def test_outcomes_json_for_multi_turn_prompts(tmp_path, server, ray_local) -> No
         assert server.ledger.bodies  # both turns went to the server
     # the echo judge gives no [[rating]]: a grader error, recorded, not a 0
     assert out["error"].str.startswith("grader:").all() and out["score"].isna().all()
+
+
+def test_extend_answers_routerbench_wide_mtbench_rows_turn_by_turn(tmp_path, server, ray_local) -> None:
+    """RouterBench's wide layout stores an MT-Bench prompt as the list of its two turns (``meta.turns``
+    is then their count): extend plans it, asks turn 1, then turn 2 with the model's own answer."""
+    from harness.importers import load_sources
+
+    turns = {
+        "mtbench.dev.0": ["Name three primary colours briefly", "Now name three secondary colours"],
+        "mt-bench.dev.1": ["Write one word about rain", "Now one word about snow"],  # the family's other spelling
+    }
+    wide = pd.DataFrame(
+        {
+            "sample_id": list(turns),
+            "prompt": [str(t) for t in turns.values()],
+            "eval_name": [sid.split(".")[0] for sid in turns],
+            "gpt-4-1106-preview": [0.9, 0.8],
+            "gpt-4-1106-preview|model_response": ["['a', 'b']", "['c', 'd']"],
+            "gpt-4-1106-preview|total_cost": [0.01, 0.01],
+        }
+    )
+    wide.to_csv(tmp_path / "routerbench_mtbench.csv")
+    store = Store(tmp_path / "store")
+    batch = load_sources([str(tmp_path / "routerbench_mtbench.csv")])
+    store.append(batch.prompts, batch.outcomes)
+    assert [json.loads(m)["turns"] for m in store.prompts(["meta"])["meta"]] == [2, 2]  # a count, not the turns
+    config = load_model_config(config_file(tmp_path, server))
+    work, done = plan(store, config, ExtendSpec())
+    assert len(work) == 2 and done == 0 and work["messages"].isna().all()  # rendered turn by turn while generating
+    report = extend(store, config, ExtendSpec(judge=str(config_file(tmp_path, server, name="echo-judge"))))
+    assert report.planned == report.appended == 2
+    out = store.outcomes(models=["echo-model"]).set_index("sample_id")
+    for sid, (q1, q2) in turns.items():
+        answers = json.loads(out.at[sid, "response"])
+        assert len(answers) == 2 and all(answers)
+        # the last request for this prompt is turn 2: turn 1, the model's answer to it, turn 2
+        assert server.ledger.bodies[sid]["messages"] == [
+            {"role": "user", "content": q1},
+            {"role": "assistant", "content": answers[0]},
+            {"role": "user", "content": q2},
+        ]
+    assert len(server.ledger.attempts) == 4  # two turns per prompt, nothing asked twice

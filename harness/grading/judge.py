@@ -143,7 +143,8 @@ class JudgeGrader(Grader):
         jobs: list[tuple[int, Messages]] = []
         early: dict[int, Grade] = {}
         for i, (response, gold, meta) in enumerate(zip(responses, golds, metas)):
-            questions = _turns(meta.get("turns") or meta.get("prompt"))
+            turns = meta.get("turns")  # a count, not the turns, in rows imported from RouterBench's wide layout
+            questions = _turns(turns if isinstance(turns, list) else meta.get("prompt"))
             answers = _turns(response)[: len(questions)]
             if not questions or len(answers) < 1:
                 early[i] = failed("no question turns in meta['turns'] or the prompt")

@@ -8,6 +8,7 @@ grader to score the answers.
 
 from __future__ import annotations
 
+import json
 from typing import Mapping
 
 from harness.grading.base import parse_meta
@@ -33,14 +34,37 @@ def get_family(name: str) -> TaskFamily:
 
 def family_of(row: Mapping) -> TaskFamily:
     """The family that renders and grades a stored prompt row: its ``meta["family"]``, else its task family."""
-    name = parse_meta(row.get("meta")).get("family") or row.get("task_family")
-    return get_family(str(name)) if name in TASKS else get_family("generic")
+    name = str(parse_meta(row.get("meta")).get("family") or row.get("task_family"))
+    if name not in TASKS and name.replace("-", "") in TASKS:  # RouterBench's "mt-bench" spelling
+        name = name.replace("-", "")
+    return get_family(name) if name in TASKS else get_family("generic")
+
+
+def turn_texts(row: Mapping) -> list[str] | None:
+    """The user turns of a multi-turn prompt, or None for a single-turn one.
+
+    ``meta["turns"]`` is the list of turns for MT-Bench's own files, but a *count* for rows from
+    RouterBench's wide layout, whose prompt is then the JSON list of the turns (MT-Bench rows only).
+    """
+    turns = parse_meta(row.get("meta")).get("turns")
+    if isinstance(turns, list):
+        return [str(t) for t in turns]
+    text = row.get("prompt")
+    # other RouterBench list cells (e.g. an instruction and an input) keep going as one message
+    if isinstance(turns, int) and turns > 1 and isinstance(text, str) and text.startswith("[") and family_of(row).name == "mtbench":
+        try:
+            doc = json.loads(text)
+        except ValueError:
+            return None
+        if isinstance(doc, list) and len(doc) > 1 and all(isinstance(t, str) for t in doc):
+            return doc
+    return None
 
 
 def turns_of(row: Mapping) -> int:
-    """How many user turns a stored prompt has (MT-Bench: 2), from its structured ``meta``."""
-    turns = parse_meta(row.get("meta")).get("turns")
-    return len(turns) if isinstance(turns, list) else 1
+    """How many user turns a stored prompt has (MT-Bench: 2)."""
+    turns = turn_texts(row)
+    return len(turns) if turns else 1
 
 
 def import_prompts(*args, **kwargs):  # noqa: ANN002, ANN003 - re-exported lazily to avoid an import cycle
@@ -49,4 +73,4 @@ def import_prompts(*args, **kwargs):  # noqa: ANN002, ANN003 - re-exported lazil
     return run(*args, **kwargs)
 
 
-__all__ = ["TASKS", "LoadedSet", "TaskFamily", "family_of", "get_family", "import_prompts", "turns_of"]
+__all__ = ["TASKS", "LoadedSet", "TaskFamily", "family_of", "get_family", "import_prompts", "turn_texts", "turns_of"]

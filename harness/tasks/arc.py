@@ -12,12 +12,11 @@ From RouterBench's files (CSV/pickle): see :mod:`harness.tasks.routerbench_sourc
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import pandas as pd
 
 from harness.errors import UserError
-from harness.grading.base import parse_meta
 from harness.tasks import mc_format
 from harness.tasks.base import LoadedSet, files_in, need, pick_shots, read_jsonl
 from harness.tasks.multiple_choice import MultipleChoiceFamily, mc_meta
@@ -38,10 +37,6 @@ def _item(record: dict, where: str) -> dict:
         "choices": [str(c["text"]) for c in q["choices"]],
         "answer": mc_format.LETTERS[index],
     }
-
-
-def _key(question: str, choices: list[str]) -> str:
-    return mc_format.normalize(question) + "||" + "|".join(sorted(mc_format.normalize(c) for c in choices))
 
 
 class ARCChallenge(MultipleChoiceFamily):
@@ -68,23 +63,3 @@ class ARCChallenge(MultipleChoiceFamily):
                     }
                 )
         return LoadedSet(pd.DataFrame(rows))
-
-    def match(self, new: pd.DataFrame, stored: pd.DataFrame) -> pd.Series:
-        keys: dict[str, list[str]] = {}
-        for sid, prompt in zip(stored["sample_id"], stored["prompt"]):
-            question, choices = mc_format.last_block(str(prompt))
-            if choices:
-                keys.setdefault(_key(question, list(choices.values())), []).append(sid)
-        found = [keys.get(_key(m["question"], m["choices"]), []) if "question" in m else [] for m in new["meta"]]
-        return pd.Series([f[0] if len(f) == 1 else pd.NA for f in found], index=new.index, dtype=object)
-
-    def attach(self, new_row: Mapping, stored_row: Mapping) -> tuple[str | None, dict]:
-        """The gold letter in the stored prompt's own choice order, found by the answer's text."""
-        meta = dict(new_row["meta"])
-        _, choices = mc_format.last_block(str(stored_row["prompt"]))
-        letters: list[str] = []
-        for fold in (False, True):  # "Cc or cc" and "CC or Cc" are different answers
-            answer = mc_format.normalize(meta["answer_text"], fold)
-            letters = letters or [x for x, text in choices.items() if mc_format.normalize(text, fold) == answer]
-        extra = {"labels": "".join(choices), "answer_text": meta["answer_text"], "arc_id": meta.get("arc_id"), "gold_from": "arc-challenge answer key, by choice text"}
-        return (letters[0] if len(letters) == 1 else None), {**parse_meta(stored_row.get("meta")), **extra}

@@ -14,6 +14,7 @@ import pandas as pd
 
 from harness.errors import UserError
 from harness.grading import GRADERS
+from harness.tasks import mc_format, prompt_match
 from harness.tasks.base import LoadedSet, TaskFamily, files_in
 
 REQUIRED = ("sample_id", "prompt", "gold")
@@ -84,3 +85,9 @@ class Generic(TaskFamily):
             rows["task"] = task
         missing_gold = int(rows["gold"].isna().sum())
         return LoadedSet(rows, [f"{missing_gold} prompts without a gold answer (graded as gold:missing)"] if missing_gold else [])
+
+    def match(self, new: pd.DataFrame, stored: pd.DataFrame) -> pd.Series:
+        """A stored prompt of the same task family with the same text (whitespace folded; nothing
+        else, since a generic prompt's wording is all there is to it)."""
+        keys = [mc_format.normalize(p, fold_case=False) for p in stored["prompt"]]
+        return prompt_match.pair(new, [mc_format.normalize(p, fold_case=False) for p in new["prompt"]], stored, keys)

@@ -9,11 +9,13 @@ thousands separators removed. The prompt format is the usual one for GSM8K few-s
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import pandas as pd
 
 from harness.errors import UserError
+from harness.grading.base import parse_meta
+from harness.tasks import prompt_match
 from harness.tasks.base import LoadedSet, TaskFamily, exemplars, files_in, need, pick_shots, read_jsonl
 
 TASK = "grade-school-math"
@@ -70,3 +72,14 @@ class GSM8K(TaskFamily):
     def render_from_meta(self, meta: dict, shots: int) -> str:
         parts = [_qa(s["question"], s["answer"]) for s in exemplars(meta, shots)]
         return "\n\n".join([*parts, _qa(meta["question"])])
+
+    def match(self, new: pd.DataFrame, stored: pd.DataFrame) -> pd.Series:
+        """A stored prompt whose last ``Question:`` (RouterBench's prompts follow exemplars) is this question."""
+        keys = [prompt_match.canon(prompt_match.last_question(p)) for p in stored["prompt"]]
+        wanted = [prompt_match.canon(m["question"]) if m.get("question") else "" for m in new["meta"]]
+        return prompt_match.pair(new, wanted, stored, keys)
+
+    def attach(self, new_row: Mapping, stored_row: Mapping) -> tuple[str | None, dict]:
+        """Gold and the reference solution; the stored prompt keeps being sent as stored."""
+        meta = {k: v for k, v in dict(new_row["meta"]).items() if k not in ("question", "shots", "source") and not k.startswith("_")}
+        return new_row["gold"], {**parse_meta(stored_row.get("meta")), **meta, "gold_from": "gsm8k answer key, by question text"}

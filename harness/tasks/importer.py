@@ -17,6 +17,7 @@ import pandas as pd
 
 from harness.dataset import Store
 from harness.errors import UserError
+from harness.families import task_families
 from harness.grading.base import parse_meta
 from harness.tasks import get_family
 from harness.tasks.base import LoadedSet, TaskFamily, finalize
@@ -70,21 +71,25 @@ def write_prompt_set(store: Store, fam: TaskFamily, loaded: LoadedSet, source: s
     stored = store.prompts(STORED_COLUMNS).set_index("sample_id", drop=False)
 
     same_id = rows["sample_id"].isin(stored.index).to_numpy()
-    clash = [sid for sid, p in zip(rows["sample_id"][same_id], rows["prompt"][same_id]) if stored.at[sid, "prompt"] != p]
+    ids = rows["sample_id"][same_id]
+    clash = list(ids[stored["prompt"].reindex(ids).to_numpy(dtype=object) != rows["prompt"][same_id].to_numpy(dtype=object)])
     if clash:
         raise UserError(
             f"{source}: {len(clash)} sample_id(s) already in the store with a different prompt ({', '.join(clash[:3])}); "
             "they would re-point stored outcomes at another question"
         )
     others = rows[~same_id]
-    candidates = stored[stored["task_family"] == fam.name]
+    # the family's own prompts, and (generic sets) those of the families its tasks fall in
+    candidates = stored[stored["task_family"].isin({fam.name, *task_families(others["task"])})]
     matched = fam.match(others, candidates) if len(others) and len(candidates) else pd.Series(pd.NA, index=others.index, dtype=object)
     matched = matched[matched.notna() & ~matched.duplicated()]
 
     updates = []
+    new_rows, stored_rows = rows.to_dict("index"), stored.to_dict("index")  # plain dicts: one lookup per row
+    attached = set(matched.index)
     for i, sid in list(zip(rows.index[same_id], rows["sample_id"][same_id])) + list(matched.items()):
-        new, old = rows.loc[i], stored.loc[sid]
-        if i in matched.index:
+        new, old = new_rows[i], stored_rows[sid]
+        if i in attached:
             gold, meta = fam.attach(new, old)
         else:
             gold, meta = new["gold"], {**parse_meta(old["meta"]), **{k: v for k, v in dict(new["meta"]).items() if not k.startswith("_")}}
@@ -95,12 +100,17 @@ def write_prompt_set(store: Store, fam: TaskFamily, loaded: LoadedSet, source: s
             report.unchanged += 1
             continue
         report.gold_changed += int(not _missing(old["gold"]) and not _same(gold, old["gold"]))
-        report.attached += int(i in matched.index)
-        report.updated += int(i not in matched.index)
-        updates.append({**old.to_dict(), "gold": gold, "meta": meta_json})
+        report.attached += int(i in attached)
+        report.updated += int(i not in attached)
+        updates.append({**old, "gold": gold, "meta": meta_json})
 
     adds = rows.drop(index=rows.index[same_id]).drop(index=matched.index)
     report.added = len(adds)
+    if len(adds) and len(candidates) and not len(matched):
+        report.notes.append(
+            f"none of these prompts is one of the store's {len(candidates)} {fam.name} prompts: all {len(adds)} are added as new "
+            "(check that this is the split the stored prompts come from, e.g. GSM8K's train.jsonl for RouterBench's)"
+        )
     frames = [finalize(adds, Path(source))] if len(adds) else []
     if updates:
         frames.append(pd.DataFrame(updates)[STORED_COLUMNS])

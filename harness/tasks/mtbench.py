@@ -17,8 +17,9 @@ from typing import Any, Mapping, Sequence
 import pandas as pd
 
 from harness.errors import UserError
-from harness.grading.judge import REFERENCE_CATEGORIES, load_judge_prompts
 from harness.grading.base import parse_meta
+from harness.grading.judge import REFERENCE_CATEGORIES, load_judge_prompts
+from harness.tasks import prompt_match
 from harness.tasks.base import LoadedSet, Messages, TaskFamily, need, read_jsonl
 
 REFERENCE_FILES = ("reference_answer_gpt-4.jsonl", "reference_answer/gpt-4.jsonl")
@@ -73,10 +74,22 @@ class MTBench(TaskFamily):
         notes.append(f"{sum(r['gold'] is not None for r in rows)} questions with reference answers")
         return LoadedSet(pd.DataFrame(rows), notes)
 
+    def match(self, new: pd.DataFrame, stored: pd.DataFrame) -> pd.Series:
+        """A stored MT-Bench prompt (RouterBench's: the JSON list of its turns) with the same first turn."""
+        keys = [prompt_match.canon(_first_turn(p)) for p in stored["prompt"]]
+        wanted = [prompt_match.canon(m["turns"][0]) if m.get("turns") else "" for m in new["meta"]]
+        return prompt_match.pair(new, wanted, stored, keys)
+
+    def attach(self, new_row: Mapping, stored_row: Mapping) -> tuple[str | None, dict]:
+        """The reference answers, category, turns (as a list) and judge prompts; the stored text is kept."""
+        meta = {k: v for k, v in dict(new_row["meta"]).items() if not k.startswith("_")}
+        return new_row["gold"], {**parse_meta(stored_row.get("meta")), **meta}
+
     def render(self, row: Mapping, shots: int = 0, answers: Sequence[str] = ()) -> Messages:
         """The conversation up to the next question: q1 (, a1, q2)."""
-        meta = parse_meta(row.get("meta"))
-        turns = meta.get("turns") or json.loads(str(row["prompt"]))
+        from harness.tasks import turn_texts
+
+        turns = turn_texts(row) or [str(row["prompt"])]
         messages: Messages = []
         for question, answer in zip(turns, [*answers, None]):
             messages.append({"role": "user", "content": question})
@@ -84,3 +97,16 @@ class MTBench(TaskFamily):
                 break
             messages.append({"role": "assistant", "content": answer})
         return messages
+
+
+def _first_turn(prompt: object) -> str:
+    """The first user turn of a stored MT-Bench prompt (a JSON list of turns, or plain text)."""
+    text = str(prompt)
+    if text.startswith("["):
+        try:
+            doc = json.loads(text)
+        except ValueError:
+            return text
+        if isinstance(doc, list) and doc:
+            return str(doc[0])
+    return text
