@@ -52,10 +52,25 @@ def _csv(value: str | None) -> tuple[str, ...] | None:
 
 
 def _import(
-    store: Store, sources: list[str], on_ambiguous: str, overwrite: bool, refresh: bool, missing_cost: str = "error", sha256: list[str] | None = None
+    store: Store,
+    sources: list[str],
+    on_ambiguous: str,
+    overwrite: bool,
+    refresh: bool,
+    missing_cost: str = "error",
+    sha256: list[str] | None = None,
+    *,
+    format: str | None = None,
+    prices: str | None = None,
+    unit_cost: bool = False,
+    models_dir: str | None = None,
+    write_split: Path | None = None,
 ) -> tuple[ImportBatch, AppendResult]:
     with console.status("reading sources…"):
-        batch = load_sources(sources, on_ambiguous=on_ambiguous, refresh=refresh, missing_cost=missing_cost, sha256=sha256 or ())
+        batch = load_sources(
+            sources, on_ambiguous=on_ambiguous, refresh=refresh, missing_cost=missing_cost, sha256=sha256 or (),
+            format=format, prices=prices, unit_cost=unit_cost, models_dir=models_dir,
+        )
     with console.status(f"writing {len(batch.outcomes)} outcomes to {store.uri}…"):
         result = store.append(batch.prompts, batch.outcomes, overwrite=overwrite, source=", ".join(sources))
     console.print(
@@ -80,12 +95,23 @@ def _import(
     if batch.missing_by_model:
         missing = ", ".join(f"{m}: {n}" for m, n in sorted(batch.missing_by_model.items()))
         console.print(f"  missing outcomes (no score, not stored): {missing}")
+    for note in batch.notes:
+        console.print(f"  {note}", highlight=False)
+    if batch.split:
+        if write_split:
+            import json
+
+            write_split.parent.mkdir(parents=True, exist_ok=True)
+            write_split.write_text(json.dumps(batch.split, indent=1))
+            console.print(f"  wrote the set's own train/test split to {write_split} (evaluate --split file:{write_split})")
+        else:
+            console.print("  this set has its own train/test split: --write-split PATH writes it for `evaluate --split file:PATH`")
     return batch, result
 
 
 @app.command("import")
 def import_(
-    sources: Annotated[list[str], typer.Argument(help="Files, directories or http(s)/s3:// URLs: RouterBench .pkl/.csv, long .csv/.parquet.")],
+    sources: Annotated[Optional[list[str]], typer.Argument(help="Files, directories or http(s)/s3:// URLs in any format of --list-formats.")] = None,
     store: StoreOpt = None,  # type: ignore[assignment]
     on_ambiguous: Annotated[str, typer.Option(help="A sample_id used by different prompts: 'skip' its rows or 'rekey' them.")] = "skip",
     overwrite: Annotated[bool, typer.Option(help="Replace outcomes whose (sample_id, model) is already stored.")] = False,
@@ -95,9 +121,26 @@ def import_(
         Optional[list[str]],
         typer.Option("--sha256", help="Expected sha256 of a URL source's file; repeat it once per URL source, in their order (local sources are not checked). A mismatch fails and the download is not kept."),
     ] = None,
+    format: Annotated[Optional[str], typer.Option("--format", help="Read every source in this format (default: detect each file's; see --list-formats).")] = None,
+    list_formats: Annotated[bool, typer.Option("--list-formats", help="List the import formats and exit.")] = False,
+    prices: Annotated[Optional[Path], typer.Option("--prices", help="YAML/JSON {model: {input_per_mtok, output_per_mtok}}: prices for sets without published costs, before the set's own table and model_configs/.")] = None,
+    unit_cost: Annotated[bool, typer.Option("--unit-cost", help="Every call costs 1 (cost_source 'unit'): for sets without prices.")] = False,
+    models_dir: Annotated[Optional[Path], typer.Option(help="Model configs whose prices cost sets without published costs.")] = None,
+    write_split: Annotated[Optional[Path], typer.Option("--write-split", help="Write a set's own train/test split (LLMRouter's) as JSON for `evaluate --split file:PATH`.")] = None,
 ) -> None:
     """Import outcomes into the store (atomic: all of it or nothing)."""
-    _import(_store(store), sources, on_ambiguous, overwrite, refresh, missing_cost, sha256)
+    if list_formats:
+        from harness.formats import FORMATS
+
+        for name in FORMATS.names():
+            console.print(f"{name}: {FORMATS.get(name).summary}", highlight=False)
+        return
+    if not sources:
+        raise UserError("name at least one SOURCE to import (or pass --list-formats)")
+    _import(
+        _store(store), sources, on_ambiguous, overwrite, refresh, missing_cost, sha256,
+        format=format, prices=str(prices) if prices else None, unit_cost=unit_cost, models_dir=str(models_dir) if models_dir else None, write_split=write_split,
+    )
 
 
 @app.command()
@@ -122,21 +165,40 @@ def data_info(store: StoreOpt = None) -> None:  # type: ignore[assignment]
     prompts = st.prompts(["sample_id", "task_family"])
     if prompts.empty:
         raise UserError(f"the store at {st.uri} is empty; import outcomes with `routerbench import SOURCE`")
-    outcomes = st.outcomes(["sample_id", "model", "score"])
+    outcomes = st.outcomes(["sample_id", "model", "score", "cost_source", "input_tokens"])
     outcomes = outcomes[outcomes["score"].notna()].merge(prompts, on="sample_id")
+    from harness.dataset import effective_cost_source
+
+    outcomes["cost_source"] = effective_cost_source(outcomes)
+    sources = outcomes.groupby("model")["cost_source"].agg(lambda s: ", ".join(f"{k} {v}" if s.nunique() > 1 else str(k) for k, v in s.value_counts().items()))
     counts = outcomes.pivot_table(index="model", columns="task_family", values="sample_id", aggfunc="count", fill_value=0)
     families = sorted(prompts["task_family"].unique())
     counts = counts.reindex(columns=families, fill_value=0)
     table = Table(title=f"{st.uri}: outcomes per task family × model", title_justify="left")
     table.add_column("model")
+    table.add_column("cost source")
     for f in families:
         table.add_column(f, justify="right")
     per_family = prompts["task_family"].value_counts()
-    table.add_row("[bold]prompts[/]", *[f"[bold]{per_family[f]}[/]" for f in families])
+    table.add_row("[bold]prompts[/]", "", *[f"[bold]{per_family[f]}[/]" for f in families])
     for model, row in counts.iterrows():
-        table.add_row(str(model), *[str(int(row[f])) for f in families])
+        table.add_row(str(model), str(sources.get(model, "")), *[str(int(row[f])) for f in families])
     console.print(table)
     console.print(f"{len(prompts)} prompts, {len(outcomes)} outcomes, {len(counts)} models, {len(st.commits())} commits")
+
+
+def _cost_sources_by_family(st: Store, models: tuple[str, ...] | None = None) -> dict[str, str]:
+    """Per task family, the cost sources of its pool's outcomes: ``"published (11 models)"`` or a mix."""
+    from harness.dataset import effective_cost_source
+
+    o = st.outcomes(["sample_id", "model", "score", "cost_source", "input_tokens"], models=list(models) if models else None)
+    o = o[o["score"].notna()].merge(st.prompts(["sample_id", "task_family"]), on="sample_id")
+    o["cost_source"] = effective_cost_source(o)
+    per = o.drop_duplicates(["task_family", "model", "cost_source"]).groupby(["task_family", "cost_source"])["model"].nunique()
+    out: dict[str, list[str]] = {}
+    for (family, source), n in per.items():
+        out.setdefault(str(family), []).append(f"{source} ({n} model{'s' if n > 1 else ''})")
+    return {f: ", ".join(v) for f, v in out.items()}
 
 
 @data_app.command("compact")
@@ -206,6 +268,8 @@ def evaluate(
             on_embed=lambda done, total: progress.update(embed, completed=done, total=total, visible=True),
         )
     partial = {r.family: r.partial for r in result.families}
+    notes = {r.family: r.notes for r in result.families}
+    cost_sources = _cost_sources_by_family(st, spec.models)
     remote = "://" in out
     local = Path(tempfile.mkdtemp(prefix="routerbench-results-")) if remote else Path(out)
     local.mkdir(parents=True, exist_ok=True)
@@ -218,6 +282,9 @@ def evaluate(
         if fam.left_out:
             note += f"; {fam.left_out} test prompts left out (no outcome for every one of the {fam.models} models)"
         console.print(note)
+        console.print(f"  cost sources: {cost_sources.get(fam.task_family, 'none')}", highlight=False)
+        for line in notes.get(fam.task_family, []):
+            console.print(f"  {line}")
         for model, covered in partial.get(fam.task_family, []):
             console.print(f"  {model} has outcomes for {covered} of {fam.prompts} prompts: only those are evaluated (--models picks the pool)")
     if result.skipped:

@@ -70,6 +70,9 @@ OUTCOME_SCHEMA = pa.schema(
         pa.field("response", pa.string()),
         pa.field("score", pa.float64()),
         pa.field("cost_usd", pa.float64()),
+        # Where cost_usd came from: published | tokens×price | estimated | unit (harness.formats.pricing).
+        # Null in stores written before the column: read it with effective_cost_source().
+        pa.field("cost_source", pa.string()),
         pa.field("input_tokens", pa.int64()),
         pa.field("output_tokens", pa.int64()),
         pa.field("latency_s", pa.float64()),
@@ -80,6 +83,15 @@ OUTCOME_SCHEMA = pa.schema(
         pa.field("created_at", TIMESTAMP),
     ]
 )
+
+
+def effective_cost_source(outcomes: pd.DataFrame) -> pd.Series:
+    """``cost_source``, with rows stored before the column existed (null) read as ``tokens×price``
+    where they carry token counts (outcomes of ``extend``, priced from a model config) and as
+    ``published`` otherwise (imported RouterBench/long costs)."""
+    src = outcomes["cost_source"] if "cost_source" in outcomes else pd.Series(None, index=outcomes.index, dtype=object)
+    tokens = outcomes["input_tokens"].notna() if "input_tokens" in outcomes else pd.Series(False, index=outcomes.index)
+    return src.where(src.notna(), np.where(tokens, "tokens×price", "published"))
 
 
 EMBEDDING_SCHEMA = pa.schema(

@@ -20,6 +20,26 @@ FAMILY_PREFIXES = (
 )
 
 
+#: Other sets' task names for benchmarks RouterBench has, so their prompts join RouterBench's families.
+TASK_ALIASES = {
+    "gsm8k": "grade-school-math",
+    "arc_challenge": "arc-challenge",
+    "arc-c": "arc-challenge",
+    "mt_bench": "mtbench",
+    "mt-bench": "mtbench",
+    "human_eval": "humaneval",
+}
+
+
+def canonical_task(name: str) -> str:
+    """Another set's task name in RouterBench's spelling: aliases above, else ``_`` → ``-`` and lower
+    case (``MMLU_formal_logic`` → ``mmlu-formal-logic``, family ``mmlu``)."""
+    key = name.strip()
+    if key.lower() in TASK_ALIASES:
+        return TASK_ALIASES[key.lower()]
+    return key.lower().replace("_", "-").replace(" ", "-")
+
+
 def task_family(task: str) -> str:
     """The first known prefix that ``task`` starts with, else ``task`` itself."""
     return next((p for p in FAMILY_PREFIXES if task.startswith(p)), task)

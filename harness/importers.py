@@ -8,6 +8,10 @@ Two input layouts are recognised by their columns:
   literals (``"['…']"``); they are decoded, and the prompt cell is also kept exactly as it was.
 * The long layout, one row per outcome: ``sample_id, model, score, cost_usd`` and optionally the
   other outcome columns, plus ``prompt`` and ``task`` (or ``eval_name``) to add prompts as well.
+  Without ``cost_usd`` the costs are priced (see :mod:`harness.formats.pricing`).
+
+Each layout, and every other published format, is an entry of :data:`harness.formats.FORMATS`
+(``harness/formats/<name>.py``); :func:`load_sources` finds each file's format there.
 """
 
 from __future__ import annotations
@@ -34,6 +38,8 @@ SOURCE = "_source"
 NO_MODEL_CORRECT = "no_model_correct"
 WIDE_KEYS = ("sample_id", "prompt", "eval_name")
 LONG_KEYS = ("sample_id", "model", "score", "cost_usd")
+#: Columns a long file must have; without ``cost_usd`` its costs are priced (harness.formats.pricing).
+LONG_REQUIRED = ("sample_id", "model", "score")
 AMBIGUOUS_POLICIES = ("skip", "rekey")
 MISSING_COST_POLICIES = ("error", "skip-model")
 #: Wide-layout columns that are never a model's scores.
@@ -52,6 +58,12 @@ class ImportBatch:
     duplicates_dropped: int = 0
     #: Wide-layout models left out for want of a ``<model>|total_cost`` column (``--missing-cost skip-model``).
     models_without_cost: list[str] = field(default_factory=list)
+    #: Files per format used.
+    formats: dict[str, int] = field(default_factory=dict)
+    #: A set's own train/test split, ``{task_family: {"train": [...], "test": [...]}}`` (for ``--split file:``).
+    split: dict[str, dict[str, list[str]]] = field(default_factory=dict)
+    #: Lines for the user about how the import went (e.g. how costs were estimated).
+    notes: list[str] = field(default_factory=list)
 
 
 # ---------------------------------------------------------------------- reading files
@@ -125,6 +137,11 @@ def decode_list_cells(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     turns = np.zeros(len(values), dtype=np.int64)
     for i, v in enumerate(values):
         items = v
+        single = _single_item(v) if isinstance(v, str) else None
+        if single is not None:  # the common case, without compiling the cell as Python
+            out[i] = single
+            turns[i] = 1
+            continue
         if isinstance(v, str) and v.startswith("[") and v.endswith("]"):
             try:
                 items = ast.literal_eval(v)
@@ -141,6 +158,22 @@ def decode_list_cells(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             out[i] = v if isinstance(v, str) else str(v)
             turns[i] = 1
     return out, turns
+
+
+def _single_item(cell: str) -> str | None:
+    """``"['text']"`` (a one-string list as Python's repr writes it) → ``text``, without ast; None
+    for anything else (several items, other quoting), which ast.literal_eval then decodes."""
+    if len(cell) < 4 or cell[0] != "[" or cell[-1] != "]" or cell[1] not in "'\"" or cell[-2] != cell[1]:
+        return None
+    quote, inner = cell[1], cell[2:-2]
+    if "\\" not in inner:
+        return inner if quote not in inner else None
+    if quote in inner.replace("\\\\", "").replace("\\" + quote, ""):
+        return None  # an unescaped quote: more than one item
+    try:  # repr's escapes (\n, \\, \', \xNN, \uNNNN); non-Latin-1 text passes as \u escapes
+        return inner.encode("latin-1", "backslashreplace").decode("unicode_escape")
+    except UnicodeDecodeError:
+        return None
 
 
 def encode_list_cells(values: np.ndarray, turns: np.ndarray) -> np.ndarray:
@@ -217,7 +250,12 @@ def _prompt_rows(df: pd.DataFrame, tasks: pd.Series) -> pd.DataFrame:
         {
             "sample_id": df["sample_id"].astype(str).to_numpy(),
             "task": tasks.astype(str).to_numpy(),
-            "task_family": task_families(tasks).to_numpy(),
+            # a long file exported by this tool carries task_family: keep it (a set's own family survives the round trip)
+            "task_family": (
+                df["task_family"].astype(object).where(df["task_family"].notna(), task_families(tasks).to_numpy()).astype(str).to_numpy()
+                if "task_family" in df.columns
+                else task_families(tasks).to_numpy()
+            ),
             "prompt": decoded,
             "prompt_original": original.to_numpy(dtype=object),
             "gold": df["gold"].to_numpy(dtype=object) if "gold" in df.columns else None,
@@ -283,17 +321,24 @@ def from_wide(df: pd.DataFrame, on_ambiguous: str = "skip", missing_cost: str = 
             "response": responses.ravel()[have],
             "score": scores.ravel()[have],
             "cost_usd": costs.ravel()[have],
+            "cost_source": "published",
         }
     )
     return batch
 
 
-def from_long(df: pd.DataFrame, on_ambiguous: str = "skip", missing_cost: str = "error") -> ImportBatch:
+def from_long(df: pd.DataFrame, on_ambiguous: str = "skip", missing_cost: str = "error", options=None) -> ImportBatch:  # noqa: ANN001
     """One row per outcome; prompts are added too when ``prompt`` and ``task``/``eval_name`` are present.
 
-    (``missing_cost`` is for the wide layout: a long row without ``cost_usd`` is an error when stored.)
+    (``missing_cost`` is for the wide layout: a long row with an empty ``cost_usd`` is an error when
+    stored.) A file without a ``cost_usd`` column is priced with ``options`` (an ImportOptions):
+    ``tokens×price`` where it has ``input_tokens``/``output_tokens``, else ``estimated``.
+    A ``cost_usd`` given without ``cost_source`` is ``published``.
     """
     first = df[SOURCE].iloc[0] if len(df) else "input"
+    priced_here = "cost_usd" not in df.columns and all(c in df.columns for c in LONG_REQUIRED)
+    if priced_here:
+        df = df.assign(cost_usd=0.0)
     missing = [c for c in LONG_KEYS if c not in df.columns]
     if missing:
         raise UserError(f"{first}: missing column(s) {', '.join(missing)} (long layout needs {', '.join(LONG_KEYS)})")
@@ -322,7 +367,18 @@ def from_long(df: pd.DataFrame, on_ambiguous: str = "skip", missing_cost: str = 
     dropped = df.loc[~keep, "model"].value_counts()
     batch.missing_by_model = {str(k): int(v) for k, v in dropped.items()}
     df = df.assign(score=score, cost_usd=cost)[keep]
-    batch.outcomes = df[[c for c in OUTCOME_SCHEMA.names if c in df.columns]].reset_index(drop=True)
+    outcomes = df[[c for c in OUTCOME_SCHEMA.names if c in df.columns]].reset_index(drop=True)
+    if priced_here:
+        from harness.formats import ImportOptions
+        from harness.formats.pricing import price_outcomes
+
+        text = df["prompt"].reset_index(drop=True) if "prompt" in df.columns else pd.Series([None] * len(df))
+        outcomes = price_outcomes(outcomes, text, None, options or ImportOptions(), first)
+    elif "cost_source" in outcomes.columns:
+        outcomes["cost_source"] = outcomes["cost_source"].where(outcomes["cost_source"].notna(), "published")
+    else:
+        outcomes["cost_source"] = "published"
+    batch.outcomes = outcomes
     if with_prompts:
         first_rows = df.drop_duplicates("sample_id")
         batch.prompts = _prompt_rows(first_rows, first_rows["task"])
@@ -345,35 +401,112 @@ def detect_layout(df: pd.DataFrame, name: str) -> str:
     )
 
 
-def load_sources(specs: list[str], on_ambiguous: str = "skip", refresh: bool = False, *, missing_cost: str = "error", sha256: Sequence[str] = ()) -> ImportBatch:
-    """Read every source, group by layout, and turn each group into prompts and outcomes.
+def peek_columns(path: Path) -> list[str] | None:
+    """A data file's column names, cheaply where the file type allows (a CSV header, a Parquet
+    schema, a JSONL first line); None when it cannot be read as a table."""
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".csv":
+            return [str(c) for c in pd.read_csv(path, nrows=0).columns if not str(c).startswith("Unnamed: ")]
+        if suffix == ".parquet":
+            import pyarrow.parquet as pq
 
-    Files of one layout are combined before checks, so a sample_id reused across files
-    (RouterBench's train/test copies) is seen as such. ``sha256`` holds the expected digest of
-    each URL source, in order (see :func:`harness.sources.url_digests`).
+            return list(pq.read_schema(path).names)
+        if suffix == ".jsonl":
+            with open(path, encoding="utf-8") as fh:
+                first = json.loads(fh.readline() or "{}")
+            return list(first) if isinstance(first, dict) else None
+        return [str(c) for c in _cached_frame(path).columns]
+    except (UserError, OSError, ValueError, UnicodeDecodeError):
+        return None
+
+
+_FRAMES: dict[Path, pd.DataFrame] = {}
+
+
+def _cached_frame(path: Path) -> pd.DataFrame:
+    """read_frame, remembered during one load_sources call (detecting a pickle's layout reads it whole)."""
+    if path not in _FRAMES:
+        _FRAMES[path] = read_frame(path)
+    return _FRAMES[path]
+
+
+def detect_format(path: Path) -> str:
+    """The one format that claims ``path``; none or two is a one-line error."""
+    from harness.formats import FORMATS
+
+    name = display_name(path)
+    claimed = [n for n in FORMATS.names() if FORMATS.get(n).detect(path)]
+    if len(claimed) > 1:
+        raise UserError(f"{name}: formats {' and '.join(claimed)} both claim this file; pass --format NAME to choose")
+    if not claimed:
+        detect_layout(_cached_frame(path), name)  # raises: unreadable, or unrecognised columns
+        raise UserError(f"{name}: no import format recognises this file; see `routerbench import --list-formats`")
+    return claimed[0]
+
+
+def load_sources(
+    specs: list[str],
+    on_ambiguous: str = "skip",
+    refresh: bool = False,
+    *,
+    missing_cost: str = "error",
+    sha256: Sequence[str] = (),
+    format: str | None = None,
+    prices: str | None = None,
+    unit_cost: bool = False,
+    models_dir: str | None = None,
+) -> ImportBatch:
+    """Read every source, group files by format, and turn each group into prompts and outcomes.
+
+    Each file's format is ``format`` if given, else the one entry of :data:`harness.formats.FORMATS`
+    whose ``detect`` claims it. Files of one format are combined before checks, so a sample_id reused
+    across files (RouterBench's train/test copies) is seen as such. ``sha256`` holds the expected
+    digest of each URL source, in order (see :func:`harness.sources.url_digests`). ``prices``,
+    ``unit_cost`` and ``models_dir`` price sets without published costs (harness.formats.pricing).
     """
+    from harness.formats import FORMATS, ImportOptions
+
     if on_ambiguous not in AMBIGUOUS_POLICIES:
         raise UserError(f"--on-ambiguous must be one of {', '.join(AMBIGUOUS_POLICIES)}, not '{on_ambiguous}'")
     if missing_cost not in MISSING_COST_POLICIES:
         raise UserError(f"--missing-cost must be one of {', '.join(MISSING_COST_POLICIES)}, not '{missing_cost}'")
-    groups: dict[str, list[pd.DataFrame]] = {}
-    for spec, digest in zip(specs, url_digests(specs, sha256)):
-        for path in fetch(spec, refresh=refresh, sha256=digest):
-            name = display_name(path)
-            df = read_frame(path)
-            groups.setdefault(detect_layout(df, name), []).append(df.assign(**{SOURCE: name}))
-    total = ImportBatch(pd.DataFrame(), pd.DataFrame())
-    for layout, frames in groups.items():
-        part = LAYOUTS.get(layout)(pd.concat(frames, ignore_index=True), on_ambiguous, missing_cost=missing_cost)
-        total.prompts = pd.concat([total.prompts, part.prompts], ignore_index=True)
-        total.outcomes = pd.concat([total.outcomes, part.outcomes], ignore_index=True)
-        for k, v in part.missing_by_model.items():
-            total.missing_by_model[k] = total.missing_by_model.get(k, 0) + v
-        total.ambiguous += part.ambiguous
-        total.rekeyed += part.rekeyed
-        total.duplicates_dropped += part.duplicates_dropped
-        total.models_without_cost += part.models_without_cost
+    chosen = FORMATS.get(format) if format else None
+    options = ImportOptions(on_ambiguous=on_ambiguous, missing_cost=missing_cost, prices=prices, unit_cost=unit_cost, models_dir=models_dir)
+    groups: dict[str, list[Path]] = {}
+    try:
+        for spec, digest in zip(specs, url_digests(specs, sha256)):
+            for path in fetch(spec, refresh=refresh, sha256=digest):
+                groups.setdefault(chosen.name if chosen else detect_format(path), []).append(path)
+        total = ImportBatch(pd.DataFrame(), pd.DataFrame())
+        for fmt, paths in groups.items():
+            part = FORMATS.get(fmt).read(paths, options)
+            _add(total, part)
+            total.formats[fmt] = total.formats.get(fmt, 0) + len(paths)
+    finally:
+        _FRAMES.clear()
     return total
+
+
+def read_frames(paths: list[Path]) -> pd.DataFrame:
+    """The files as one frame, each row tagged with its file's name (for messages)."""
+    return pd.concat([_cached_frame(p).assign(**{SOURCE: display_name(p)}) for p in paths], ignore_index=True)
+
+
+def _add(total: ImportBatch, part: ImportBatch) -> None:
+    total.prompts = pd.concat([total.prompts, part.prompts], ignore_index=True)
+    total.outcomes = pd.concat([total.outcomes, part.outcomes], ignore_index=True)
+    for k, v in part.missing_by_model.items():
+        total.missing_by_model[k] = total.missing_by_model.get(k, 0) + v
+    total.ambiguous += part.ambiguous
+    total.rekeyed += part.rekeyed
+    total.duplicates_dropped += part.duplicates_dropped
+    total.models_without_cost += part.models_without_cost
+    for fam, parts in part.split.items():
+        into = total.split.setdefault(fam, {"train": [], "test": []})
+        for k in ("train", "test"):
+            into[k] += parts.get(k, [])
+    total.notes += part.notes
 
 
 # ---------------------------------------------------------------------- export

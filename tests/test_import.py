@@ -255,3 +255,11 @@ def test_sigkill_mid_import_leaves_store_unchanged_and_rerun_completes(tmp_path:
     store = Store(store_dir)
     out = store.outcomes(["sample_id", "model"])
     assert len(out) == n + 1 and not out.duplicated().any()
+
+
+def test_wide_costs_are_published_and_formats_are_found_by_registry(imported_store: Store, routerbench_dir: Path) -> None:
+    """RouterBench's own costs are recorded as published; its files are claimed by routerbench-wide alone."""
+    from harness.importers import detect_format
+
+    assert set(imported_store.outcomes(["cost_source"])["cost_source"]) == {"published"}
+    assert {detect_format(p) for p in sorted(routerbench_dir.glob("*.csv"))} == {"routerbench-wide"}
