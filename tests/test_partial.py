@@ -256,6 +256,7 @@ def test_complete_store_gives_the_same_points_whichever_rows_routers_take(import
     masked = evaluate(imported_store, spec, parallel=False)
     for r in build_routers("knn") + build_routers("svm") + build_routers("cascade"):
         monkeypatch.setattr(type(r), "handles_missing", False)
+    # Not a mock: the plain (pre-mask) kNN formula, the reference the masked path must equal.
     monkeypatch.setattr(KNNRouter, "predict", lambda self, test: self.train_scores[self.index.kneighbors(np.asarray(test.features, float))[1]].mean(axis=1))
     rows_only = evaluate(imported_store, spec, parallel=False)
     pd.testing.assert_frame_equal(masked.points, rows_only.points)
