@@ -11,7 +11,7 @@ from typing import Annotated, Optional
 import pandas as pd
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from harness.dataset import AppendResult, Store, default_store_uri
@@ -19,6 +19,8 @@ from harness.errors import UserError
 from harness.filesystem import check_reachable, resolve, upload_dir
 from harness.generation.cli import generate
 from harness.importers import EXPORTS, ImportBatch, load_sources
+from harness.progress import progress
+from harness.run_record import run_record, write_run_record
 from harness.tasks.cli import prompts_app
 from routers import DEFAULT_ROUTERS
 
@@ -28,7 +30,7 @@ app.add_typer(data_app, name="data")
 sandbox_app = typer.Typer(no_args_is_help=True, help="The sandbox that runs model-written code.")
 app.add_typer(sandbox_app, name="sandbox")
 # Piped output (CI logs, `ray job logs`) gets wide tables instead of rich's 80-column default.
-console = Console(width=None if sys.stdout.isatty() else 132, soft_wrap=True)
+console = Console(width=None if sys.stdout.isatty() else 150, soft_wrap=True)
 err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 400)
 
 AddressOpt = Annotated[Optional[str], typer.Option(help="Ray cluster address (default: RAY_ADDRESS or a local Ray).")]
@@ -232,6 +234,7 @@ def evaluate(
     models: Annotated[Optional[str], typer.Option(help="Comma-separated models to route between (default: per family, every model with outcomes there).")] = None,
     address: AddressOpt = None,
     sequential: Annotated[bool, typer.Option(help="Run in this process, without Ray.")] = False,
+    label: Annotated[Optional[str], typer.Option(help="The dataset's name in run.json, for `routerbench leaderboard` (default: the --out directory's name).")] = None,
 ) -> None:
     """Evaluate routers per task family: points, hulls, AIQ, plots."""
     from harness.evaluate import EvalSpec
@@ -256,16 +259,16 @@ def evaluate(
         models_dir=str(models_dir) if models_dir else None,
         models=_csv(models),
     )
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console, transient=True) as progress:
-        embed = progress.add_task("embedding prompts", total=None, visible=False)
-        task = progress.add_task("evaluating", total=None)
+    with progress(console) as bar:
+        embed = bar.add_task("embedding prompts", total=None, visible=False)
+        task = bar.add_task("evaluating", total=None)
         result = run_evaluation(
             st,
             spec,
             address=address,
             parallel=not sequential,
-            on_progress=lambda done, total: progress.update(task, completed=done, total=total),
-            on_embed=lambda done, total: progress.update(embed, completed=done, total=total, visible=True),
+            on_progress=lambda done, total: bar.update(task, completed=done, total=total),
+            on_embed=lambda done, total: bar.update(embed, completed=done, total=total, visible=True),
         )
     partial = {r.family: r.partial for r in result.families}
     notes = {r.family: r.notes for r in result.families}
@@ -275,6 +278,7 @@ def evaluate(
     local.mkdir(parents=True, exist_ok=True)
     result.points.to_parquet(local / "points.parquet", index=False)
     result.aiq.to_csv(local / "aiq.csv", index=False)
+    write_run_record(local, run_record(spec, st.uri, label, sources=list(data or [])))
     for fam in result.summary.itertuples():
         console.print(aiq_table(result.aiq, result.points, fam.task_family))
         plot_family(result.points, result.aiq, fam.task_family, local / f"{fam.task_family}.png")
@@ -293,7 +297,23 @@ def evaluate(
         upload_dir(local, out)
         shutil.rmtree(local, ignore_errors=True)
     out = out.rstrip("/")
-    console.print(f"wrote {out}/points.parquet, {out}/aiq.csv and {len(result.summary)} plots to {out}/")
+    console.print(f"wrote {out}/points.parquet, {out}/aiq.csv, {out}/run.json and {len(result.summary)} plots to {out}/")
+
+
+@app.command()
+def leaderboard(
+    results: Annotated[list[Path], typer.Argument(help="Results directories of `routerbench evaluate` (one dataset each, labelled by its run.json or name).")],
+    out: Annotated[Path, typer.Option(help="Directory for leaderboard.csv and leaderboard.png.")] = Path("leaderboard"),
+) -> None:
+    """ΔAIQ of every router against the zero router, across datasets and families."""
+    from harness.leaderboard import leaderboard_table, plot_leaderboard, read_results
+
+    board = read_results(results)
+    out.mkdir(parents=True, exist_ok=True)
+    board.to_csv(out / "leaderboard.csv", index=False)
+    plot_leaderboard(board, out / "leaderboard.png")
+    console.print(leaderboard_table(board))
+    console.print(f"wrote {out}/leaderboard.csv and {out}/leaderboard.png ({board.groupby(['dataset', 'task_family']).ngroups} panels, {board['router'].nunique()} routers)")
 
 
 @app.command()
@@ -352,7 +372,7 @@ def extend(
     _warn_unsafe(unsafe_sandbox)
     spec = ExtendSpec(families=_csv(tasks), limit=limit, shots=shots, judge=str(judge) if judge else None, commit_every=commit_every, unsafe_sandbox=unsafe_sandbox)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[status]}"), TimeElapsedColumn())
-    with Progress(*columns, console=console, transient=not console.is_terminal) as bar:
+    with progress(console, *columns) as bar:
         task = bar.add_task(f"extend {config.name}", total=None, status="planning")
 
         def show(p) -> None:  # noqa: ANN001 - harness.pipeline.Progress

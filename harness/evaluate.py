@@ -28,8 +28,12 @@ from routers import DEFAULT_ROUTERS, Router, Routing, RoutingOptions, build_rout
 #: ``curve`` names the hull a point belongs to (the ``config`` of aiq.csv): the setting of a λ
 #: sweep, or a cascade's error rate across its budgets.
 POINT_COLUMNS = ["task_family", "router", "config", "lam", "cost", "quality", "curve"]
-AIQ_COLUMNS = ["task_family", "router", "config", "aiq", "aiq_lo", "aiq_hi"]
+#: ``d_*``: ΔAIQ against the zero router, paired on each bootstrap resample; ``p_better``: the share
+#: of resamples where the setting's AIQ exceeds the zero router's (ties count half); ``aiq_share``:
+#: AIQ as a share of the oracle frontier's (the best any router could do), when it was evaluated.
+AIQ_COLUMNS = ["task_family", "router", "config", "aiq", "aiq_lo", "aiq_hi", "d_aiq", "d_lo", "d_hi", "p_better", "aiq_share"]
 ZERO = "zero"
+FRONTIER = "oracle-frontier"
 
 
 @dataclass(frozen=True)
@@ -141,22 +145,32 @@ def summarise_family(family: str, test: OutcomeMatrix, spec: EvalSpec, *routings
     pts = meta.assign(task_family=family, cost=c, quality=q)[POINT_COLUMNS]
     aiq = _aiqs(c, q, groups, llm, spec.aiq_mode)
 
-    lo = hi = np.full(len(aiq), np.nan)
+    n_aiq = len(aiq)
+    lo = hi = d_lo = d_hi = p_better = np.full(n_aiq, np.nan)
     if spec.bootstrap > 0 and test.n > 1:
         w = metrics.bootstrap_weights(test.n, spec.bootstrap, spec.seed)
         bc, bq = metrics.points(quality, cost, weights=w)
         samples = np.stack([_aiqs(bc[b], bq[b], groups, llm, spec.aiq_mode) for b in range(spec.bootstrap)])
         lo, hi = metrics.percentile_interval(samples)
+        # Paired: each setting against the zero router (the last column) on the same resample.
+        d_lo, d_hi, p_better = metrics.paired_difference(samples, samples[:, -1])
 
     names = [*group_keys, (ZERO, "")]
+    routers = np.array([n[0] for n in names], dtype=object)
+    frontier = aiq[routers == FRONTIER]
     aiq_df = pd.DataFrame(
         {
             "task_family": family,
-            "router": [n[0] for n in names],
+            "router": routers,
             "config": [n[1] for n in names],
             "aiq": aiq,
             "aiq_lo": lo,
             "aiq_hi": hi,
+            "d_aiq": aiq - aiq[-1],
+            "d_lo": d_lo,
+            "d_hi": d_hi,
+            "p_better": p_better,
+            "aiq_share": aiq / frontier[0] if len(frontier) and frontier[0] > 0 else np.nan,
         }
     )
     return pts, aiq_df

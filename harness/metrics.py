@@ -192,3 +192,12 @@ def percentile_interval(samples: np.ndarray, level: float = 0.95) -> tuple[np.nd
     """Percentile bootstrap interval along axis 0."""
     tail = (1.0 - level) / 2.0 * 100.0
     return np.percentile(samples, tail, axis=0), np.percentile(samples, 100.0 - tail, axis=0)
+
+
+def paired_difference(samples: np.ndarray, baseline: np.ndarray, level: float = 0.95) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Interval of ``samples − baseline`` per column (each row one resample, shared by both) and
+    the share of resamples where the column is better, ties counting half (a column against
+    itself: 0.5)."""
+    diff = samples - baseline[:, None]
+    lo, hi = percentile_interval(diff, level)
+    return lo, hi, (diff > 0).mean(axis=0) + 0.5 * (diff == 0).mean(axis=0)

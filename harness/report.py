@@ -15,6 +15,23 @@ from rich.table import Table  # noqa: E402
 from harness.metrics import non_decreasing_hull  # noqa: E402
 
 POINT_ROUTERS = ("llm", "oracle", "random", "random-draw")
+#: Not a router: drawn as the bound every hull lies under.
+FRONTIER = "oracle-frontier"
+
+
+def beats_zero(aiq: pd.DataFrame) -> pd.Series:
+    """Settings whose paired ΔAIQ interval lies above zero (False where no bootstrap was run)."""
+    return aiq["d_lo"].gt(0) if "d_lo" in aiq else pd.Series(False, index=aiq.index)
+
+
+def delta_text(r) -> str:  # noqa: ANN001 - a row of aiq.csv
+    """``+0.0123 [+0.004,+0.020] ▲``: ΔAIQ against the zero router with its paired interval."""
+    if not hasattr(r, "d_aiq") or pd.isna(r.d_aiq):
+        return ""
+    text = f"{r.d_aiq:+.4f}"
+    if not pd.isna(r.d_lo):
+        text += f" [{r.d_lo:+.3f},{r.d_hi:+.3f}]" + (" ▲" if r.d_lo > 0 else " ▼" if r.d_hi < 0 else "  ")
+    return text
 
 
 def hull_curve(hull, c_end: float, per_segment: int = 24) -> tuple[np.ndarray, np.ndarray]:
@@ -40,15 +57,18 @@ def aiq_table(aiq: pd.DataFrame, points: pd.DataFrame, family: str, all_configs:
     pts = points[points["task_family"] == family]
     top = pts.sort_values("quality", kind="stable").drop_duplicates(["router", "curve"], keep="last").set_index(["router", "curve"])
     table = Table(title=f"{family}: AIQ (95% bootstrap interval)", title_justify="left")
-    for name, justify in (("router", "left"), ("config", "left"), ("AIQ", "right"), ("interval", "right"), ("best quality", "right"), ("at $/query", "right")):
+    columns = ("router", "left"), ("config", "left"), ("AIQ", "right"), ("interval", "right"), ("ΔAIQ vs zero [95%]", "right"), ("best quality", "right"), ("at $/query", "right")
+    for name, justify in columns:
         table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    table.caption = "▲ / ▼: the paired ΔAIQ interval lies above / below zero (better / worse than mixing the LLMs)"
+    table.caption_justify = "left"
     for r in rows.itertuples():
         interval = "" if np.isnan(r.aiq_lo) else f"{r.aiq_lo:.4f}–{r.aiq_hi:.4f}"
         q = c = ""
         if (r.router, r.config) in top.index:
             p = top.loc[(r.router, r.config)]
             q, c = f"{p.quality:.4f}", f"{p.cost:.3g}"
-        table.add_row(r.router, r.config or "-", f"{r.aiq:.4f}", interval, q, c)
+        table.add_row(r.router, r.config or "-", f"{r.aiq:.4f}", interval, delta_text(r), q, c)
     return table
 
 
@@ -71,19 +91,25 @@ def plot_family(points: pd.DataFrame, aiq: pd.DataFrame, family: str, path: Path
         p = pts[pts["router"] == name]
         if len(p):
             ax.scatter(x(p["cost"]), p["quality"], marker=marker, s=140 if marker == "*" else 50, color=color, edgecolor="black", zorder=4, label=name)
+    frontier = pts[pts["router"] == FRONTIER]
+    if len(frontier):
+        bound = non_decreasing_hull(frontier["cost"].to_numpy(), frontier["quality"].to_numpy())
+        fx, fy = hull_curve(bound, c_end)
+        ax.plot(x(fx), fy, ":", color="goldenrod", lw=1.4, label="oracle frontier (best possible)")
     draws = pts[pts["router"] == "random-draw"]
     if len(draws):
         ax.scatter(x(draws["cost"]), draws["quality"], s=8, color="grey", alpha=0.5, label="random draws")
 
     best = best_configs(aiq[aiq["task_family"] == family])
     colors = plt.get_cmap("tab10")
-    for i, r in enumerate(best[~best["router"].isin((*POINT_ROUTERS, "zero"))].itertuples()):
+    for i, r in enumerate(best[~best["router"].isin((*POINT_ROUTERS, FRONTIER, "zero"))].itertuples()):
         curve = pts[(pts["router"] == r.router) & (pts["curve"] == r.config)]
         hull = non_decreasing_hull(curve["cost"].to_numpy(), curve["quality"].to_numpy())
         color = colors(i % 10)
         ax.scatter(x(curve["cost"]), curve["quality"], s=10, color=color, alpha=0.4)
         hx, hy = hull_curve(hull, c_end)
-        ax.plot(x(hx), hy, "-", color=color, lw=1.6, label=f"{r.router} {r.config} (AIQ {r.aiq:.3f})")
+        mark = " ▲" if getattr(r, "d_lo", 0) > 0 else ""
+        ax.plot(x(hx), hy, "-", color=color, lw=1.6, label=f"{r.router} {r.config} (AIQ {r.aiq:.3f}{mark})")
 
     ax.set_xscale("log")
     ax.set_xlabel("mean cost per query ($, log scale)")

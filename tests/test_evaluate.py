@@ -202,5 +202,5 @@ def test_results_can_go_to_a_filesystem_uri(imported_store: Store, tmp_path: Pat
     uri = f"file://{tmp_path}/uri-results"
     res = CliRunner().invoke(app, ["evaluate", "--store", imported_store.uri, "--out", uri, "--tasks", "mbpp", "--routers", "llm,oracle", "--bootstrap", "0"])
     assert res.exit_code == 0, res.output
-    assert sorted(p.name for p in (tmp_path / "uri-results").iterdir()) == ["aiq.csv", "mbpp.png", "points.parquet"]
+    assert sorted(p.name for p in (tmp_path / "uri-results").iterdir()) == ["aiq.csv", "mbpp.png", "points.parquet", "run.json"]
     assert res.output.strip().splitlines()[-1] == f"wrote {uri}/points.parquet, {uri}/aiq.csv and 1 plots to {uri}/"

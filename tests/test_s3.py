@@ -75,7 +75,7 @@ def test_evaluate_and_report_to_s3(s3_server, bucket: str, routerbench_dir: Path
     args = ["evaluate", "--store", store, "--data", str(routerbench_dir / "mbpp_test.csv"), "--out", out, "--routers", "llm,oracle", "--bootstrap", "0", "--sequential"]
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 0, res.output
-    assert keys(bucket, s3_server) == ["results/aiq.csv", "results/mbpp.png", "results/points.parquet"]
+    assert keys(bucket, s3_server) == ["results/aiq.csv", "results/mbpp.png", "results/points.parquet", "results/run.json"]
     s3_server.client.delete_object(Bucket=bucket, Key="results/mbpp.png")
     done = cli("report", "--out", out)
     assert done.returncode == 0, done.stderr

@@ -13,10 +13,11 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from harness.errors import UserError
 from harness.generation.base import Request, Result
+from harness.progress import progress
 
 console = Console(width=None if sys.stdout.isatty() else 132, soft_wrap=True)
 
@@ -48,8 +49,8 @@ class RunTally:
         }
 
 
-def _progress() -> Progress:
-    return Progress(
+def _progress():  # noqa: ANN202 - rich's Progress on a terminal, plain lines when piped
+    columns = (
         TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
@@ -59,9 +60,8 @@ def _progress() -> Progress:
         TextColumn("{task.fields[errors]}"),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
-        console=console,
-        transient=not console.is_terminal,
     )
+    return progress(console, *columns)
 
 
 def _requests(prompts: Path | None, tasks: str | None, store: str | None, limit: int | None) -> list[Request]:
