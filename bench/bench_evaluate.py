@@ -42,7 +42,7 @@ from routers import RoutingOptions, build_routers  # noqa: E402
 from routers.cascade import BUDGETS, ERROR_RATES  # noqa: E402
 
 ROUTERBENCH_EMBED_S = 273.0  # RouterBench's own code embedding these prompts on this machine (issue 4)
-DETERMINISTIC = ("knn", "svm")
+DETERMINISTIC = ("knn", "svm", "mlp")
 
 
 def timed(fn, *args, **kwargs):
@@ -127,6 +127,16 @@ def run_ours(folds, options: RoutingOptions):
     return fit_s, post_s, routings, points, aiq
 
 
+def port_tag(router: str, config: str) -> str:
+    """The baseline's name for one of our router settings."""
+    params = dict(p.split("=") for p in config.split(","))
+    if router == "knn":
+        return f"knn|k={params['k']}"
+    if router == "mlp":
+        return f"mlp|hidden={tuple(int(h) for h in params['hidden'].split('x'))}"
+    return "svm|"
+
+
 def compare(family, test, routings, points, baseline_results, aggregated, cascade, lambdas) -> list[str]:
     """Differences between ours and the baseline for the deterministic routers (empty: identical)."""
     bad = []
@@ -134,8 +144,9 @@ def compare(family, test, routings, points, baseline_results, aggregated, cascad
     models = np.asarray(test.models, dtype=object)
     for routing in routings:
         if routing.router in DETERMINISTIC:
-            tag = {"knn": lambda r: f"knn|k={r.configs[0].split(',')[0].split('=')[1]}", "svm": lambda r: "svm|"}[routing.router](routing)
-            for i, lam in enumerate(lambdas):
+            # one knn routing holds every k's λ sweep: decision i is (configs[i], lam[i])
+            for i, (config, lam) in enumerate(zip(routing.configs, routing.lam)):
+                tag = port_tag(routing.router, config)
                 theirs = np.asarray(baseline_results[f"{tag}|willingness_to_pay:{lam}"], dtype=object)
                 if not np.array_equal(models[routing.choice[i]], theirs):
                     bad.append(f"{family} {tag} λ={lam}: {int((models[routing.choice[i]] != theirs).sum())} different choices")
@@ -163,9 +174,10 @@ def main() -> None:
     store = open_store(args)
     matrices = store.matrices(with_prompts=True)
     emb = measure_embedding(store, matrices, args.skip_cold_embed)
-    matrices = attach_features(store, matrices)
+    matrices = attach_features(store, matrices, embed_text="original")
     prices = {name: cfg.price.per_token for name, cfg in load_model_configs(ROOT / "model_configs").items()}
-    options = RoutingOptions(cost_model="price", prices=prices)
+    # RouterBench's neighbours within ties and one MLP per model, as `evaluate --parity routerbench`
+    options = RoutingOptions(cost_model="price", prices=prices, parity="routerbench")
     lambdas = list(options.lambdas)
     wide = to_wide(store).set_index("sample_id", drop=False)
 

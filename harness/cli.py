@@ -235,6 +235,9 @@ def evaluate(
     address: AddressOpt = None,
     sequential: Annotated[bool, typer.Option(help="Run in this process, without Ray.")] = False,
     label: Annotated[Optional[str], typer.Option(help="The dataset's name in run.json, for `routerbench leaderboard` (default: the --out directory's name).")] = None,
+    target_cost: Annotated[Optional[list[str]], typer.Option("--target-cost", help="Calibrate every λ router to this mean $ per query on its training prompts (cross-validated); repeatable. Writes calibrated.csv.")] = None,
+    target_share: Annotated[Optional[list[str]], typer.Option("--target-share", help="MODEL:FRACTION: calibrate every λ router to send this share of prompts to MODEL; repeatable.")] = None,
+    parity: Annotated[Optional[str], typer.Option(help="'routerbench': every setting RouterBench's code used (--cost-model price, --aiq-mode compat, --embed-text original, KNN ties as sklearn breaks them, one MLP per model, a split file's training order), so its points are reproduced.")] = None,
 ) -> None:
     """Evaluate routers per task family: points, hulls, AIQ, plots."""
     from harness.evaluate import EvalSpec
@@ -258,7 +261,11 @@ def evaluate(
         embed_text=embed_text,
         models_dir=str(models_dir) if models_dir else None,
         models=_csv(models),
-    )
+        parity=parity,
+        target_costs=tuple(target_cost or ()),
+        target_shares=tuple(target_share or ()),
+    ).resolved()
+    spec.targets()  # a bad --target-* is reported before any work
     with progress(console) as bar:
         embed = bar.add_task("embedding prompts", total=None, visible=False)
         task = bar.add_task("evaluating", total=None)
@@ -293,6 +300,11 @@ def evaluate(
             console.print(f"  {model} has outcomes for {covered} of {fam.prompts} prompts: only those are evaluated (--models picks the pool)")
     if result.skipped:
         console.print(f"skipped {', '.join(result.skipped)}: no test prompt has an outcome for every model of the family's pool")
+    if result.calibrated:
+        from harness.calibration import calibration_rows, calibration_table
+
+        calibration_rows(result.calibrated).to_csv(local / "calibrated.csv", index=False)
+        console.print(calibration_table(result.calibrated))
     if remote:
         upload_dir(local, out)
         shutil.rmtree(local, ignore_errors=True)

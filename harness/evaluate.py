@@ -9,13 +9,14 @@ routings into points and AIQ. ``parallel=False`` runs the same functions in this
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
 
 from harness import metrics
+from harness.calibration import CalibrationResult, CalibrationTarget, calibrate_folds, parse_targets, supports_calibration
 from harness.dataset import Store
 from harness.errors import UserError
 from harness.matrix import OutcomeMatrix, concat_matrices
@@ -36,6 +37,12 @@ ZERO = "zero"
 FRONTIER = "oracle-frontier"
 
 
+#: ``--parity NAME``: the settings of another tool's code, so that every point equals its own.
+#: RouterBench's: list-price cost term, its AIQ range, the prompt string as stored, KNN neighbours as
+#: sklearn returns them from the training rows in the split file's order, one MLP per model.
+PARITY = {"routerbench": {"cost_model": "price", "aiq_mode": "compat", "embed_text": "original"}}
+
+
 @dataclass(frozen=True)
 class EvalSpec:
     routers: tuple[str, ...] = DEFAULT_ROUTERS
@@ -49,12 +56,26 @@ class EvalSpec:
     embed_text: str = "original"
     models_dir: str | None = None  # model configs, for --cost-model price
     models: tuple[str, ...] | None = None  # the pool (default: per family, every model with outcomes there)
+    parity: str | None = None  # a key of PARITY: its settings override the ones above
+    target_costs: tuple[str, ...] = ()  # --target-cost USD: calibrate each λ router to a mean $ per query
+    target_shares: tuple[str, ...] = ()  # --target-share MODEL:FRACTION
+
+    def targets(self, models: tuple[str, ...] | None = None) -> tuple[CalibrationTarget, ...]:
+        return parse_targets(self.target_costs, self.target_shares, models)
+
+    def resolved(self) -> EvalSpec:
+        """The spec with its parity preset applied."""
+        if self.parity is None:
+            return self
+        if self.parity not in PARITY:
+            raise UserError(f"--parity must be one of {', '.join(PARITY)}, not '{self.parity}'")
+        return replace(self, **PARITY[self.parity])
 
     def routing_options(self) -> RoutingOptions:
         prices = {}
         if self.cost_model == "price":
             prices = {name: cfg.price.per_token for name, cfg in load_model_configs(self.models_dir).items()}
-        return RoutingOptions(cost_model=self.cost_model, prices=prices, seed=self.seed)
+        return RoutingOptions(cost_model=self.cost_model, prices=prices, seed=self.seed, parity=self.parity)
 
 
 @dataclass
@@ -88,6 +109,7 @@ class EvalResult:
     summary: pd.DataFrame
     families: list[FamilyResult] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # families without a prompt every pool model answered
+    calibrated: list[CalibrationResult] = field(default_factory=list)  # with --target-cost/--target-share
 
 
 # ---------------------------------------------------------------------- per-task work
@@ -202,6 +224,7 @@ def evaluate(
     ``on_progress(done, total)`` follows the routing tasks, ``on_embed(done, total)`` the
     embedding of prompts not cached yet.
     """
+    spec = spec.resolved()
     if spec.aiq_mode not in metrics.AIQ_MODES:
         raise UserError(f"--aiq-mode must be one of {', '.join(metrics.AIQ_MODES)}, not '{spec.aiq_mode}'")
     if store.is_empty():
@@ -209,10 +232,11 @@ def evaluate(
             f"the store at {store.uri} holds no outcomes; import some first, e.g. "
             "`routerbench import ../shared/data/routerbench` (or pass --data SOURCE)"
         )
+    targets = spec.targets()
     names = tuple(dict.fromkeys(("llm", *spec.routers)))
     options = spec.routing_options()
     routers = [r for name in names for r in build_routers(name, options)]
-    splitter = parse_split(spec.split)
+    splitter = parse_split(spec.split, keep_file_order=spec.parity is not None)
     needs_features = any(r.needs_features for r in routers)
     matrices = store.matrices(with_prompts=needs_features or any(r.needs_prompts for r in routers))
     families = list(spec.families) if spec.families else sorted(matrices)
@@ -222,6 +246,9 @@ def evaluate(
     if not getattr(splitter, "uses_other_families", False):
         matrices = {f: matrices[f] for f in families}
     matrices = choose_pools(matrices, spec.models, shared=getattr(splitter, "uses_other_families", False))
+    for family in families:
+        for t in targets:
+            t.check_pool(matrices[family].models)
     if needs_features:
         matrices = attach_features(store, matrices, spec.embedder, spec.embed_text, on_embed)
 
@@ -237,14 +264,16 @@ def evaluate(
         prepared[family] = (folds, left_out)
     if not prepared:
         raise UserError(f"no task family has test prompts with an outcome for every model of its pool ({', '.join(skipped)})")
+    calibrated = [s for r in routers if supports_calibration(r) for s in r.settings()] if targets else []
 
     if parallel:
-        summaries = _run_ray(prepared, routers, spec, address, on_progress)
+        summaries, calibrations = _run_ray(prepared, routers, spec, address, on_progress, calibrated, targets)
     else:
         summaries = {
             fam: summarise_family(fam, concat_matrices([fold.test for fold in folds]), spec, *[route_folds(r, folds) for r in routers])
             for fam, (folds, _) in prepared.items()
         }
+        calibrations = [c for folds, _ in prepared.values() for r in calibrated for c in calibrate_folds(r, folds, targets, mix=True)]
 
     complete_only = list(dict.fromkeys(r.name for r in routers if not r.handles_missing))
     results = []
@@ -285,6 +314,7 @@ def evaluate(
         summary=summary,
         families=results,
         skipped=skipped,
+        calibrated=calibrations,
     )
 
 
@@ -312,7 +342,9 @@ def _run_ray(
     spec: EvalSpec,
     address: str | None,
     on_progress: Callable[[int, int], None] | None,
-) -> dict[str, tuple[pd.DataFrame, pd.DataFrame]]:
+    calibrated: list[Router],
+    targets: tuple[CalibrationTarget, ...],
+) -> tuple[dict[str, tuple[pd.DataFrame, pd.DataFrame]], list[CalibrationResult]]:
     import ray
     from ray.exceptions import RayTaskError
 
@@ -320,15 +352,17 @@ def _run_ray(
     _plugin_modules_by_value(spec.routers)
     route_task = ray.remote(route_folds)
     summary_task = ray.remote(summarise_family)
+    calibrate_task = ray.remote(calibrate_folds)
     all_refs: list[Any] = []
-    summary_refs = {}
+    summary_refs, calibration_refs = {}, []
     for family, (folds, _) in prepared.items():
         folds_ref = ray.put(folds)
         routing_refs = [route_task.remote(r, folds_ref) for r in routers]
+        calibration_refs += [calibrate_task.remote(r, folds_ref, targets, mix=True) for r in calibrated]
         # Top-level ObjectRef arguments reach the task as values; the driver never holds the routings.
         summary_refs[family] = summary_task.remote(family, ray.put(concat_matrices([f.test for f in folds])), spec, *routing_refs)
         all_refs += routing_refs
-    all_refs += list(summary_refs.values())
+    all_refs += list(summary_refs.values()) + calibration_refs
     pending, done = list(all_refs), 0
     try:
         while pending:
@@ -341,4 +375,4 @@ def _run_ray(
         if isinstance(exc.cause, UserError):
             raise exc.cause from None
         raise
-    return {f: ray.get(ref) for f, ref in summary_refs.items()}
+    return {f: ray.get(ref) for f, ref in summary_refs.items()}, [c for ref in calibration_refs for c in ray.get(ref)]

@@ -100,7 +100,11 @@ def _leave_task_out(arg: str | None) -> Splitter:
 
 @SPLITS.register("file")
 def _from_file(arg: str | None) -> Splitter:
-    """A published split: JSON ``{task_family: {"train": [sample_id…], "test": [sample_id…]}}``."""
+    """A published split: JSON ``{task_family: {"train": [sample_id…], "test": [sample_id…]}}``.
+
+    Training rows come in sorted sample_id order; the splitter's ``in_file_order`` variant keeps the
+    order the file lists them: where embeddings tie, which neighbours sklearn returns depends on the
+    row order, and another tool's code keeps its data frame's (``--parity``)."""
     if not arg:
         raise UserError("split file needs a path, e.g. file:splits.json")
     try:
@@ -113,7 +117,7 @@ def _from_file(arg: str | None) -> Splitter:
         if not isinstance(parts, dict) or not {"train", "test"} <= set(parts):
             raise UserError(f"{arg}: family '{family}' needs 'train' and 'test' lists of sample_ids")
 
-    def file_split(family: str, matrices: dict[str, OutcomeMatrix]) -> list[Fold]:
+    def file_split(family: str, matrices: dict[str, OutcomeMatrix], keep_file_order: bool = False) -> list[Fold]:
         if family not in doc:
             raise UserError(f"{arg}: no split for task family '{family}' (it has {', '.join(sorted(doc))})")
         m = matrices[family]
@@ -124,17 +128,20 @@ def _from_file(arg: str | None) -> Splitter:
             if (at < 0).any():
                 unknown = np.asarray(doc[family][part], dtype=object)[at < 0]
                 raise UserError(f"{arg}: {len(unknown)} {part} sample_id(s) of '{family}' are not in the store ({', '.join(map(str, unknown[:3]))})")
-            rows.append(np.sort(at))
+            rows.append(at if keep_file_order and part == "train" else np.sort(at))
         if np.intersect1d(rows[0], rows[1]).size:
             raise UserError(f"{arg}: train and test of '{family}' share sample_ids")
         return [Fold(m.take(rows[0]), m.take(rows[1]))]
 
+    file_split.in_file_order = lambda family, matrices: file_split(family, matrices, keep_file_order=True)  # type: ignore[attr-defined]
     return file_split
 
 
-def parse_split(spec: str) -> Splitter:
-    """A splitter from ``name`` or ``name:argument`` (e.g. ``routerbench``, ``kfold:5``)."""
+def parse_split(spec: str, keep_file_order: bool = False) -> Splitter:
+    """A splitter from ``name`` or ``name:argument`` (e.g. ``routerbench``, ``kfold:5``); with
+    ``keep_file_order``, a split read from a file keeps its training rows in the file's order."""
     name, _, arg = spec.partition(":")
-    return SPLITS.get(name)(arg or None)
+    splitter = SPLITS.get(name)(arg or None)
+    return getattr(splitter, "in_file_order", splitter) if keep_file_order else splitter
 
 

@@ -8,12 +8,14 @@ entry-point group.
 from __future__ import annotations
 
 from harness.registry import load_object
-from routers import cascade, knn, mlp, oracle, random_choice, single, svm  # noqa: F401  (register the built-ins)
+from routers import carrot, cascade, dual_encoder, irt, knn, mf, mlp, oracle, random_choice, single, svm, sw_ranking  # noqa: F401  (register the built-ins)
 from routers.base import ROUTERBENCH_LAMBDAS, Choices, PredictiveRouter, Router, Routing, RoutingOptions, config_label
 from routers.plugin import routers_from
 from routers.registry import ROUTERS
 
-DEFAULT_ROUTERS = ("llm", "oracle", "random", "knn", "mlp", "svm", "cascade")
+#: RouterBench's routers, then the field's since (RouteLLM's mf and sw-ranking, IRT-Router, RouterDC,
+#: CARROT); knn-cv and finetuned encoders are opt-in.
+DEFAULT_ROUTERS = ("llm", "oracle", "oracle-frontier", "random", "knn", "mlp", "svm", "cascade", "mf", "sw-ranking", "irt", "dual-encoder", "carrot")
 
 
 def build_routers(spec: str, options: RoutingOptions | None = None) -> list[Router]:

@@ -44,6 +44,9 @@ class RoutingOptions:
     prices: dict[str, float] = field(default_factory=dict)
     lambdas: tuple[float, ...] = ROUTERBENCH_LAMBDAS
     seed: int = 0
+    #: ``"routerbench"``: routers reproduce that code's choices where ours differ on purpose
+    #: (KNN ties as sklearn breaks them, one MLP per model).
+    parity: str | None = None
 
     def __post_init__(self) -> None:
         if self.cost_model not in COST_MODELS:
@@ -150,6 +153,11 @@ class Router(ABC):
     def label(self) -> str:
         return config_label(self.params)
 
+    def settings(self) -> list[Router]:
+        """The router as single-setting routers: itself, unless one instance routes several settings
+        at once (a multi-k KNN), which calibration tunes one at a time."""
+        return [self]
+
     def training_rows(self, train: OutcomeMatrix) -> OutcomeMatrix:
         """What :meth:`fit` gets: every training prompt, or only the complete ones (``handles_missing``)."""
         return train if self.handles_missing else train.take(train.complete_rows())
@@ -213,19 +221,24 @@ class PredictiveRouter(Router):
         """Predicted quality, (n, M), computed once per test set; NaN where the router knows nothing
         of a model (it is then never chosen)."""
 
+    def cost_term(self, test: OutcomeMatrix) -> np.ndarray:
+        """The ``c`` of ``λ·P − c`` on these prompts: (M,) per model, or (n, M) for a router that
+        predicts each prompt's cost."""
+        return self.cost
+
     def choose(self, test: OutcomeMatrix) -> Choices:
         lam = np.asarray(self.options.lambdas, dtype=float)
         with threadpool_limits(1):
-            predicted = self.predict(test)
-        return Choices([self.label] * len(lam), route_lambdas(predicted, self.cost, lam), lam)
+            predicted, cost = self.predict(test), self.cost_term(test)
+        return Choices([self.label] * len(lam), route_lambdas(predicted, cost, lam), lam)
 
 
 def route_lambdas(predicted: np.ndarray, cost: np.ndarray, lambdas: np.ndarray) -> np.ndarray:
     """(K, n) choices: per λ and prompt the model maximising ``P·λ − c`` (first model wins ties).
 
-    Computed as RouterBench does, ``P * λ - c`` in float64: at λ = 1e9 the cost vanishes under
-    the product's rounding and ties fall to pool order, exactly as in its code. A NaN prediction or
-    cost (a model without training outcomes) is never chosen.
+    ``cost`` is (M,) per model or (n, M) per prompt. Computed as RouterBench does, ``P * λ - c`` in
+    float64: at λ = 1e9 the cost vanishes under the product's rounding and ties fall to pool order,
+    exactly as in its code. A NaN prediction or cost (a model without training outcomes) is never chosen.
     """
-    utility = predicted[None, :, :] * lambdas[:, None, None] - cost[None, None, :]
+    utility = predicted[None, :, :] * lambdas[:, None, None] - np.asarray(cost, dtype=float)[None]
     return np.where(np.isnan(utility), -np.inf, utility).argmax(axis=2)

@@ -2,7 +2,8 @@
 
 RouterBench trains one network per model; by default this trains one network with M outputs
 (``per_model=False``), which fits M times faster and predicts as well. ``per_model=True``
-reproduces the original. Either trains on the training prompts complete for the pool.
+reproduces the original (and is what ``--parity routerbench`` uses). Either trains on the training
+prompts complete for the pool.
 """
 
 from __future__ import annotations
@@ -42,15 +43,17 @@ class MLPRouter(PredictiveRouter):
         )
 
     def fit_features(self, x: np.ndarray, scores: np.ndarray) -> None:
-        # float32 halves the training time; the embeddings are float32 to begin with.
-        x, scores = x.astype(np.float32), scores.astype(np.float32)
+        # float32 halves the training time (the embeddings are float32 to begin with); parity trains
+        # on float64, as RouterBench's code does.
+        dtype = np.float64 if self.options.parity == "routerbench" else np.float32
+        x, scores = x.astype(dtype), scores.astype(dtype)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
-            if self.params.get("per_model", False):
+            if self.params.get("per_model", self.options.parity == "routerbench"):
                 self.networks = [self._network().fit(x[~np.isnan(s)], s[~np.isnan(s)]) for s in scores.T]
             else:
                 self.networks = [self._network().fit(x, scores)]
 
     def predict(self, test: OutcomeMatrix) -> np.ndarray:
-        x = np.asarray(test.features, dtype=np.float32)
+        x = np.asarray(test.features, dtype=np.float64 if self.options.parity == "routerbench" else np.float32)
         return np.column_stack([net.predict(x).reshape(len(x), -1) for net in self.networks]).astype(np.float64)

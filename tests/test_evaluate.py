@@ -48,16 +48,18 @@ def check_all_routers(pts: pd.DataFrame, aiq: pd.DataFrame, families: list[str])
     assert sorted(pts["task_family"].unique()) == families
     for fam in families:
         p = pts[pts["task_family"] == fam]
-        counts = {"llm": 11, "oracle": 1, "random": 1, "knn": 3 * 32, "mlp": 2 * 32, "svm": 32, "cascade": 11 * 8}
+        counts = {"llm": 11, "oracle": 1, "oracle-frontier": 281, "random": 1, "knn": 3 * 32, "mlp": 2 * 32, "svm": 32, "cascade": 11 * 8}
+        counts |= {"mf": 2 * 32, "sw-ranking": 4 * 32, "irt": 2 * 32, "dual-encoder": 2 * 32, "carrot": 2 * 32}
         assert p["router"].value_counts().to_dict() == counts
-        assert p.loc[p["router"].isin(["knn", "mlp", "svm"]), "lam"].notna().all()
-        assert p.loc[~p["router"].isin(["knn", "mlp", "svm"]), "lam"].isna().all()
+        with_lam = ["oracle-frontier", "knn", "mlp", "svm", "mf", "sw-ranking", "irt", "dual-encoder", "carrot"]
+        assert p.loc[p["router"].isin(with_lam), "lam"].notna().all()
+        assert p.loc[~p["router"].isin(with_lam), "lam"].isna().all()
         knn = p[p["router"] == "knn"]
         assert set(knn["config"]) == {"k=5,metric=cosine", "k=10,metric=cosine", "k=40,metric=cosine"}
         cascade = p[p["router"] == "cascade"]
         assert "error_rate=0.2,budget=0.01" in set(cascade["config"]) and cascade["curve"].nunique() == 8
         a = aiq[aiq["task_family"] == fam].set_index(["router", "config"])["aiq"]
-        assert ("zero", "") in a.index and ("oracle", "") in a.index and len(a) == 11 + 1 + 1 + 3 + 2 + 1 + 8 + 1
+        assert ("zero", "") in a.index and ("oracle", "") in a.index and len(a) == 11 + 1 + 1 + 1 + 3 + 2 + 1 + 8 + 2 + 4 + 2 + 2 + 2 + 1
         assert ("cascade", "error_rate=0.2") in a.index
         # the zero router mixes the single models, so it is at least as good as any one of them,
         # and the oracle (knowing every answer) is better still
@@ -203,4 +205,4 @@ def test_results_can_go_to_a_filesystem_uri(imported_store: Store, tmp_path: Pat
     res = CliRunner().invoke(app, ["evaluate", "--store", imported_store.uri, "--out", uri, "--tasks", "mbpp", "--routers", "llm,oracle", "--bootstrap", "0"])
     assert res.exit_code == 0, res.output
     assert sorted(p.name for p in (tmp_path / "uri-results").iterdir()) == ["aiq.csv", "mbpp.png", "points.parquet", "run.json"]
-    assert res.output.strip().splitlines()[-1] == f"wrote {uri}/points.parquet, {uri}/aiq.csv and 1 plots to {uri}/"
+    assert res.output.strip().splitlines()[-1] == f"wrote {uri}/points.parquet, {uri}/aiq.csv, {uri}/run.json and 1 plots to {uri}/"

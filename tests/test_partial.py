@@ -253,11 +253,17 @@ def test_no_note_where_every_training_prompt_is_complete(imported_store: Store) 
 def test_complete_store_gives_the_same_points_whichever_rows_routers_take(imported_store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
     """On a complete matrix the masked path is today's: declaring every router complete-only changes nothing."""
     spec = EvalSpec(routers=("llm", "oracle", "knn", "svm", "cascade"), families=("mbpp",), bootstrap=10)
+    # sklearn's neighbours (not every tied one), so that the plain formula below is the reference
+    monkeypatch.setattr(KNNRouter, "grid", classmethod(lambda cls: [{"k": "5,10,40", "metric": "cosine", "ties": "sklearn"}]))
     masked = evaluate(imported_store, spec, parallel=False)
     for r in build_routers("knn") + build_routers("svm") + build_routers("cascade"):
         monkeypatch.setattr(type(r), "handles_missing", False)
-    # Not a mock: the plain (pre-mask) kNN formula, the reference the masked path must equal.
-    monkeypatch.setattr(KNNRouter, "predict", lambda self, test: self.train_scores[self.index.kneighbors(np.asarray(test.features, float))[1]].mean(axis=1))
+
+    def plain_knn(self, test):  # noqa: ANN001, ANN202 - not a mock: the pre-mask formula the masked path must equal
+        x = np.asarray(test.features, float)
+        return np.stack([self.train_scores[self.index.kneighbors(x, n_neighbors=k)[1]].mean(axis=1) for k in self.ks])
+
+    monkeypatch.setattr(KNNRouter, "predict_ks", plain_knn)
     rows_only = evaluate(imported_store, spec, parallel=False)
     pd.testing.assert_frame_equal(masked.points, rows_only.points)
     pd.testing.assert_frame_equal(masked.aiq, rows_only.aiq)
