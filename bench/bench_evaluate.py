@@ -9,9 +9,10 @@ judge error rates, single models, the oracle, hulls and AIQ (compat mode, which 
   pandas lookups of the chosen model's cost, a Python loop over rows for the cascade, O(n³) hulls;
 * ours: the harness's routers and metrics, in this process (no Ray, so no start-up cost counts).
 
-It checks that both give identical decisions and points for the deterministic routers (KNN,
-SVM, single models, oracle, cascade with ε = 0; MLP is one multi-output network here, allowed to
-differ) and prints the speed-ups. Last line: ``speedup=<end-to-end> post_fit=<ratio> identical=<yes|no>``.
+It checks that both give identical decisions and points for the deterministic routers (KNN, MLP,
+SVM, single models, oracle, cascade with ε = 0), with the options of ``evaluate --parity
+routerbench`` (KNN neighbours within a tie as sklearn picks them, one float64 MLP per model), and
+prints the speed-ups. Last line: ``speedup=<end-to-end> post_fit=<ratio> identical=<yes|no>``.
 
     python bench/bench_evaluate.py [--store DIR] [--data ../shared/data/routerbench] [--skip-cold-embed]
 """
