@@ -22,7 +22,7 @@ from harness.errors import UserError
 from harness.matrix import OutcomeMatrix, concat_matrices
 from harness.ray_runtime import ensure_ray
 from harness.splits import Fold, parse_split
-from harness.embeddings import DEFAULT_EMBEDDER, attach_features
+from harness.embeddings import DEFAULT_EMBED_BACKEND, DEFAULT_EMBED_TEXT, DEFAULT_EMBEDDER, attach_features
 from harness.model_config import load_model_configs
 from routers import DEFAULT_ROUTERS, Router, Routing, RoutingOptions, build_routers
 
@@ -53,7 +53,8 @@ class EvalSpec:
     seed: int = 0
     cost_model: str = "expected"
     embedder: str = DEFAULT_EMBEDDER
-    embed_text: str = "original"
+    embed_text: str = DEFAULT_EMBED_TEXT
+    embed_backend: str = DEFAULT_EMBED_BACKEND
     models_dir: str | None = None  # model configs, for --cost-model price
     models: tuple[str, ...] | None = None  # the pool (default: per family, every model with outcomes there)
     parity: str | None = None  # a key of PARITY: its settings override the ones above
@@ -250,7 +251,7 @@ def evaluate(
         for t in targets:
             t.check_pool(matrices[family].models)
     if needs_features:
-        matrices = attach_features(store, matrices, spec.embedder, spec.embed_text, on_embed)
+        matrices = attach_features(store, matrices, spec.embedder, spec.embed_text, on_embed, spec.embed_backend)
 
     prepared: dict[str, tuple[list[Fold], int]] = {}
     skipped = []

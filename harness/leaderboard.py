@@ -22,8 +22,9 @@ from harness.report import FRONTIER, best_configs, delta_text  # noqa: E402
 from harness.run_record import read_label  # noqa: E402
 
 LEADERBOARD_COLUMNS = ["dataset", "task_family", "router", "config", "aiq", "d_aiq", "d_lo", "d_hi", "p_better"]
-#: Rows that are bounds or the baseline itself, not routers to rank.
-NOT_RANKED = ("zero", "oracle", FRONTIER, "llm")
+#: Rows that are bounds or baselines, not routers to rank (random routing is far below every router
+#: and would only stretch the plot's axis).
+NOT_RANKED = ("zero", "oracle", FRONTIER, "llm", "random", "random-draw")
 
 
 def read_results(directories: list[Path]) -> pd.DataFrame:
@@ -55,7 +56,7 @@ def leaderboard_table(board: pd.DataFrame) -> Table:
     )
     for router, r in stats.sort_values("mean", ascending=False).iterrows():
         top = board[board["router"] == router].sort_values("d_aiq", ascending=False).iloc[0]
-        table.add_row(str(router), f"{r.better}/{panels}", f"{r.worse}/{panels}", f"{r['mean']:+.4f}", f"{top.dataset}/{top.task_family} {delta_text(top)}")
+        table.add_row(str(router), f"{int(r.better)}/{panels}", f"{int(r.worse)}/{panels}", f"{r['mean']:+.4f}", f"{top.dataset}/{top.task_family} {delta_text(top)}")
     return table
 
 
@@ -84,8 +85,8 @@ def plot_leaderboard(board: pd.DataFrame, path: Path) -> Path:
         ax.axis("off")
     axes[0, 0].set_yticks(range(len(routers)), routers)
     axes[0, 0].invert_yaxis()
-    fig.supxlabel("ΔAIQ vs the zero router (95% paired bootstrap interval; green: above 0)", fontsize=8)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.02, 1, 1))
+    fig.supxlabel("ΔAIQ vs the zero router (95% paired bootstrap interval; green: above 0, red: below)", fontsize=8)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
     plt.close(fig)

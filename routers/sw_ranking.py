@@ -15,8 +15,11 @@ Strengths come from weighted maximum likelihood by the MM algorithm (Hunter 2004
 ``p_i ← W_i / Σ_j n_ij / (p_i + p_j)``, batched over a block of test prompts as (prompts, M, M)
 arrays. A model's win probability against the pool, ``mean_j σ(s_i − s_j)``, becomes a quality on
 the score scale by a per-model affine map with a non-negative slope, fitted by least squares on the
-training prompts' leave-one-out win probabilities (each training prompt ranked without its own
-comparisons), so ``λ·q − c`` weighs it against cost in the units of the scores.
+training prompts' leave-one-out local win probabilities (each training prompt ranked without its
+own comparisons, without the global mix), so ``λ·q − c`` weighs it against cost in the units of
+the scores. Where every training prompt compares every pair once (a complete matrix), the MLE's
+win probability against the pool equals the weighted win rate (its score equations say so), so
+there the ranking is a similarity-weighted win rate; with missing outcomes it is not.
 """
 
 from __future__ import annotations
@@ -96,8 +99,13 @@ class SWRankingRouter(PredictiveRouter):
         m = scores.shape[1]
         self.wins = pairwise_wins(scores).reshape(len(x), m * m)
         self.global_wins = self.wins.mean(axis=0)
-        # Calibration: leave-one-out win probabilities of the training prompts → observed scores.
+        # Calibration: leave-one-out *local* win probabilities of the training prompts → observed
+        # scores. Fitted on the mix instead, the map would absorb the global term (a constant per
+        # model) and every global_weight would route alike; fitted on the local ones, the global
+        # ranking shrinks each prompt's prediction towards it, which is Eagle's point.
+        mix, self.global_weight = self.global_weight, 0.0
         loo = self._win_probability(self.unit, exclude_self=True)
+        self.global_weight = mix
         self.slope, self.intercept = np.zeros(m), np.zeros(m)
         for j in np.flatnonzero(self.known):  # M least-squares lines, not a loop over prompts
             wp, y = loo[observed[:, j], j], scores[observed[:, j], j]

@@ -86,8 +86,8 @@ def test_evaluate_writes_run_json_and_leaderboard_reads_it(imported_store: Store
     board = pd.read_csv(board_dir / "leaderboard.csv")
     assert list(board.columns) == LEADERBOARD_COLUMNS
     assert set(board["dataset"]) == {"sample-a", "sample-b"}  # run.json's label, else the directory's name
-    assert set(board["router"]) == {"random", "cascade"}  # bounds and single models are not ranked
-    assert len(board) == 2 * 3 * 2  # best setting only: one row per (dataset, family, router)
+    assert set(board["router"]) == {"cascade"}  # bounds, baselines and single models are not ranked
+    assert len(board) == 2 * 3  # best setting only: one row per (dataset, family, router)
     assert (board_dir / "leaderboard.png").stat().st_size > 10_000
     assert "cascade" in res.output and "panels" in res.output.splitlines()[-1]
 
