@@ -19,11 +19,6 @@ POINT_ROUTERS = ("llm", "oracle", "random", "random-draw")
 FRONTIER = "oracle-frontier"
 
 
-def beats_zero(aiq: pd.DataFrame) -> pd.Series:
-    """Settings whose paired ΔAIQ interval lies above zero (False where no bootstrap was run)."""
-    return aiq["d_lo"].gt(0) if "d_lo" in aiq else pd.Series(False, index=aiq.index)
-
-
 def delta_text(r) -> str:  # noqa: ANN001 - a row of aiq.csv
     """``+0.0123 [+0.004,+0.020] ▲``: ΔAIQ against the zero router with its paired interval."""
     if not hasattr(r, "d_aiq") or pd.isna(r.d_aiq):
