@@ -23,22 +23,13 @@ from routers.base import Choices, expected_cost
 from routers.knn import KNNRouter
 from routers.mlp import MLPRouter
 from routers.svm import SVMRouter
+from tests.matrices import toy_matrix
 
 MODELS = ("cheap", "newcomer", "dear")
 
 
 def matrix(scores, costs, features=None) -> OutcomeMatrix:
-    scores, costs = np.asarray(scores, float), np.asarray(costs, float)
-    n = len(scores)
-    return OutcomeMatrix(
-        family="toy",
-        sample_ids=np.array([f"s{i:04d}" for i in range(n)], dtype=object),
-        tasks=np.array(["toy"] * n, dtype=object),
-        models=MODELS[: scores.shape[1]],
-        scores=scores,
-        costs=costs,
-        features=None if features is None else np.asarray(features, float),
-    )
+    return toy_matrix(scores, costs, features, MODELS[: np.shape(scores)[1]])
 
 
 def two_topics(n_per: int, seed: int, newcomer_on_b: bool) -> OutcomeMatrix:

@@ -15,20 +15,11 @@ from routers.cascade import CascadeRouter, run_cascade
 from routers.knn import KNNRouter
 from routers.mlp import MLPRouter
 from routers.svm import SVMRouter
+from tests.matrices import toy_matrix
 
 
 def matrix(scores, costs, features=None, models=("cheap", "mid", "dear")) -> OutcomeMatrix:
-    scores, costs = np.asarray(scores, float), np.asarray(costs, float)
-    n = len(scores)
-    return OutcomeMatrix(
-        family="toy",
-        sample_ids=np.array([f"s{i}" for i in range(n)], dtype=object),
-        tasks=np.array(["toy"] * n, dtype=object),
-        models=tuple(models),
-        scores=scores,
-        costs=costs,
-        features=None if features is None else np.asarray(features, float),
-    )
+    return toy_matrix(scores, costs, features, models, id_format="s{}")
 
 
 def clustered(n_per: int = 20, seed: int = 0) -> OutcomeMatrix:

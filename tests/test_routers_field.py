@@ -15,21 +15,11 @@ from routers.base import route_lambdas
 from routers.carrot import CarrotRouter
 from routers.knn import KNNCVRouter, KNNRouter
 from routers.sw_ranking import SWRankingRouter, pairwise_wins
+from tests.matrices import toy_matrix
 
 
 def matrix(scores, costs, features, prompts=None, models=None) -> OutcomeMatrix:
-    scores, costs = np.asarray(scores, float), np.asarray(costs, float)
-    n, m = scores.shape
-    return OutcomeMatrix(
-        family="toy",
-        sample_ids=np.array([f"s{i:04d}" for i in range(n)], dtype=object),
-        tasks=np.array(["toy"] * n, dtype=object),
-        models=tuple(models or (f"m{j}" for j in range(m))),
-        scores=scores,
-        costs=costs,
-        prompts=None if prompts is None else np.asarray(prompts, dtype=object),
-        features=np.asarray(features, float),
-    )
+    return toy_matrix(scores, costs, features, models, prompts)
 
 
 def planted(n: int, strengths: np.ndarray, seed: int) -> OutcomeMatrix:

@@ -20,6 +20,7 @@ from routers.dual_encoder import DualEncoderRouter, sample_llm_contrastive
 from routers.irt import IRTRouter
 from routers.knn import KNNRouter
 from routers.mf import MFRouter
+from tests.matrices import toy_matrix
 
 LATENT = {"mf": MFRouter, "irt": IRTRouter, "dual-encoder": DualEncoderRouter}
 #: Small settings, so each fit takes well under a second here.
@@ -30,15 +31,7 @@ def matrix(scores: np.ndarray, features: np.ndarray, costs: np.ndarray | None = 
     n, m = scores.shape
     if costs is None:
         costs = np.tile(np.linspace(0.001, 0.01, m), (n, 1))
-    return OutcomeMatrix(
-        family="toy",
-        sample_ids=np.array([f"s{i:04d}" for i in range(n)], dtype=object),
-        tasks=np.array(["toy"] * n, dtype=object),
-        models=tuple(f"m{j}" for j in range(m)),
-        scores=scores,
-        costs=np.where(np.isnan(scores), np.nan, costs),
-        features=features,
-    )
+    return toy_matrix(scores, np.where(np.isnan(scores), np.nan, costs), features)
 
 
 def planted(n: int, seed: int, d: int = 24, m: int = 8, rank: int = 3, form: str = "mf") -> tuple[np.ndarray, np.ndarray]:
