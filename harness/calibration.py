@@ -63,8 +63,6 @@ CALIBRATION_COLUMNS = ["task_family", "router", "config", "target", "lam", "trai
 #: The fine λ grid (log-spaced), to which each router's own ``options.lambdas`` are added.
 FINE_LAMBDAS = np.geomspace(1e-6, 1e9, 400)
 DEFAULT_CV_FOLDS = 5
-#: Bound on the (λ, prompts, models) utility array of one ``route_lambdas`` call.
-_BLOCK_ELEMENTS = 1 << 24
 
 Status = Literal["ok", "below-range", "above-range"]
 
@@ -224,16 +222,9 @@ class _Sums:
 
 
 def _route_grid(router: PredictiveRouter, scored: OutcomeMatrix, lambdas: np.ndarray) -> np.ndarray:
-    """(K, n) choices: ``scored`` predicted once and routed at every λ (in blocks of prompts that
-    bound the utility array)."""
+    """(K, n) choices: ``scored`` predicted once and routed at every λ."""
     with threadpool_limits(1):
-        predicted, cost = router.predict(scored), np.asarray(router.cost_term(scored), dtype=float)
-    n, m = predicted.shape
-    if n == 0:
-        return np.zeros((len(lambdas), 0), dtype=np.int64)
-    block = max(1, _BLOCK_ELEMENTS // max(1, len(lambdas) * m))
-    rows = (lambda i: cost[i : i + block]) if cost.ndim == 2 else (lambda i: cost)  # noqa: E731
-    return np.concatenate([route_lambdas(predicted[i : i + block], rows(i), lambdas) for i in range(0, n, block)], axis=1)
+        return route_lambdas(router.predict(scored), router.cost_term(scored), lambdas)
 
 
 def _sums(scored: OutcomeMatrix, choice: np.ndarray) -> _Sums:

@@ -29,6 +29,8 @@ ROUTERBENCH_LAMBDAS: tuple[float, ...] = (
     50.0, 100.0, 500.0, 1000.0, 2000.0, 3000.0, 4000.0, 5000.0, 7500.0, 1e4, 2.5e4, 5e4, 7.5e4, 1e5, 1e6, 1e9,
 )  # fmt: skip
 COST_MODELS = ("expected", "price")
+#: Elements of one block of route_lambdas' (λ, n, M) utility array.
+_UTILITY_ELEMENTS = 1 << 24
 
 
 @dataclass(frozen=True)
@@ -239,6 +241,13 @@ def route_lambdas(predicted: np.ndarray, cost: np.ndarray, lambdas: np.ndarray) 
     ``cost`` is (M,) per model or (n, M) per prompt. Computed as RouterBench does, ``P * λ - c`` in
     float64: at λ = 1e9 the cost vanishes under the product's rounding and ties fall to pool order,
     exactly as in its code. A NaN prediction or cost (a model without training outcomes) is never chosen.
+    Blocks of λ bound the (λ, n, M) utility array, whatever the grid (calibration's has ~430 values).
     """
-    utility = predicted[None, :, :] * lambdas[:, None, None] - np.asarray(cost, dtype=float)[None]
-    return np.where(np.isnan(utility), -np.inf, utility).argmax(axis=2)
+    cost = np.asarray(cost, dtype=float)[None]
+    lambdas = np.asarray(lambdas, dtype=float)
+    choice = np.empty((len(lambdas), predicted.shape[0]), dtype=np.int64)
+    per_block = max(1, _UTILITY_ELEMENTS // max(1, predicted.size))
+    for start in range(0, len(lambdas), per_block):
+        utility = predicted[None, :, :] * lambdas[start : start + per_block, None, None] - cost
+        choice[start : start + per_block] = np.where(np.isnan(utility), -np.inf, utility).argmax(axis=2)
+    return choice

@@ -13,13 +13,12 @@ import numpy as np
 
 from harness.matrix import OutcomeMatrix
 from harness.metrics import oracle
-from routers.base import Choices, Router
+from routers.base import Choices, Router, route_lambdas
 from routers.registry import ROUTERS
 
 #: λ values of the frontier: dense enough that the hull has a vertex wherever the sweep makes one
 #: (RouterBench's 32-value grid leaves gaps of 10× in λ), plus the evaluation's own grid.
 FRONTIER_LAMBDAS = np.geomspace(1e-4, 1e9, 261)
-_LAMBDAS_PER_BLOCK = 16
 
 
 @ROUTERS.register("oracle")
@@ -39,12 +38,7 @@ class OracleFrontier(Router):
 
     def choose(self, test: OutcomeMatrix) -> Choices:
         lam = np.union1d(FRONTIER_LAMBDAS, np.asarray(self.options.lambdas, dtype=float))
-        choice = np.empty((len(lam), test.n), dtype=np.int64)
-        for start in range(0, len(lam), _LAMBDAS_PER_BLOCK):  # bounds the (λ, n, M) utility array
-            block = lam[start : start + _LAMBDAS_PER_BLOCK]
-            utility = test.scores[None, :, :] * block[:, None, None] - test.costs[None, :, :]
-            best = utility.argmax(axis=2)
-            # Of equal utilities argmax keeps the first model; a prompt nobody solves at a profit goes nowhere.
-            worth_it = np.take_along_axis(utility, best[:, :, None], axis=2)[:, :, 0] > 0
-            choice[start : start + len(block)] = np.where(worth_it, best, -1)
-        return Choices([""] * len(lam), choice, lam)
+        best = route_lambdas(test.scores, test.costs, lam)  # the true scores as the prediction
+        # A prompt nobody solves at a profit goes nowhere.
+        worth_it = test.scores[np.arange(test.n), best] * lam[:, None] - test.costs[np.arange(test.n), best] > 0
+        return Choices([""] * len(lam), np.where(worth_it, best, -1), lam)
