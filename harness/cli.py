@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 import tempfile
@@ -45,8 +46,14 @@ StoreOpt = Annotated[
 ]
 
 
-def _store(uri: str | None) -> Store:
-    return Store(uri or default_store_uri())
+AsOfOpt = Annotated[
+    Optional[str],
+    typer.Option("--as-of", help="Read the store as it was: a version of its outcomes table (see `routerbench data history`) or an ISO time."),
+]
+
+
+def _store(uri: str | None, as_of: str | None = None) -> Store:
+    return Store(uri or default_store_uri(), as_of=as_of)
 
 
 def _csv(value: str | None) -> tuple[str, ...] | None:
@@ -151,42 +158,36 @@ def export(
     format: Annotated[str, typer.Option("--format", help=f"One of: {', '.join(EXPORTS.names())}.")] = "routerbench-csv",
     tasks: Annotated[Optional[str], typer.Option(help="Comma-separated task families (default: all).")] = None,
     store: StoreOpt = None,  # type: ignore[assignment]
+    as_of: AsOfOpt = None,
 ) -> None:
     """Write the store out, e.g. in RouterBench's wide layout."""
     writer = EXPORTS.get(format)
+    st = _store(store, as_of)
     out.parent.mkdir(parents=True, exist_ok=True)
     fams = _csv(tasks)
-    writer(_store(store), list(fams) if fams else None, out)
+    writer(st, list(fams) if fams else None, out)
     console.print(f"wrote {out}")
 
 
 @data_app.command("info")
-def data_info(store: StoreOpt = None) -> None:  # type: ignore[assignment]
+def data_info(store: StoreOpt = None, as_of: AsOfOpt = None) -> None:  # type: ignore[assignment]
     """Prompts per task family, and outcomes per task family × model."""
-    st = _store(store)
-    prompts = st.prompts(["sample_id", "task_family"])
-    if prompts.empty:
+    st = _store(store, as_of).pinned()
+    summary = st.summary()
+    if summary.prompts == 0:
         raise UserError(f"the store at {st.uri} is empty; import outcomes with `routerbench import SOURCE`")
-    outcomes = st.outcomes(["sample_id", "model", "score", "cost_source", "input_tokens"])
-    outcomes = outcomes[outcomes["score"].notna()].merge(prompts, on="sample_id")
-    from harness.dataset import effective_cost_source
-
-    outcomes["cost_source"] = effective_cost_source(outcomes)
-    sources = outcomes.groupby("model")["cost_source"].agg(lambda s: ", ".join(f"{k} {v}" if s.nunique() > 1 else str(k) for k, v in s.value_counts().items()))
-    counts = outcomes.pivot_table(index="model", columns="task_family", values="sample_id", aggfunc="count", fill_value=0)
-    families = sorted(prompts["task_family"].unique())
-    counts = counts.reindex(columns=families, fill_value=0)
+    counts, sources, per_family, families = summary.counts, summary.cost_sources, summary.per_family, list(summary.per_family.index)
     table = Table(title=f"{st.uri}: outcomes per task family × model", title_justify="left")
     table.add_column("model")
     table.add_column("cost source")
     for f in families:
         table.add_column(f, justify="right")
-    per_family = prompts["task_family"].value_counts()
     table.add_row("[bold]prompts[/]", "", *[f"[bold]{per_family[f]}[/]" for f in families])
     for model, row in counts.iterrows():
         table.add_row(str(model), str(sources.get(model, "")), *[str(int(row[f])) for f in families])
     console.print(table)
-    console.print(f"{len(prompts)} prompts, {len(outcomes)} outcomes, {len(counts)} models, {len(st.commits())} commits")
+    versions = ", ".join(f"{t} v{v}" for t, v in st.versions().items() if v is not None)
+    console.print(f"{summary.prompts} prompts, {summary.outcomes} outcomes, {len(counts)} models ({versions})")
 
 
 def _cost_sources_by_family(st: Store, models: tuple[str, ...] | None = None) -> dict[str, str]:
@@ -204,16 +205,87 @@ def _cost_sources_by_family(st: Store, models: tuple[str, ...] | None = None) ->
 
 
 @data_app.command("compact")
-def data_compact(store: StoreOpt = None) -> None:  # type: ignore[assignment]
-    """Merge the store's files into one per partition (safe to interrupt, and to run twice at once)."""
+def data_compact(
+    store: StoreOpt = None,  # type: ignore[assignment]
+    retain_hours: Annotated[float, typer.Option("--retain-hours", min=0, help="Delete files that no version of the last this-many hours reads (readers of older versions lose them).")] = 168,
+) -> None:
+    """Merge each partition's small files into one, then vacuum what no recent version reads (safe to interrupt, and to run twice at once)."""
     from harness.dataset import CompactionSkipped
 
     try:
-        n = _store(store).compact()
+        done = _store(store).compact(retain_hours=retain_hours)
     except CompactionSkipped as exc:  # the other compaction does the work: not a failure
         console.print(str(exc), highlight=False)
         return
-    console.print(f"compacted {n} commits" if n else "nothing to compact")
+    if not done:
+        console.print("nothing to compact")
+        return
+    console.print(f"compacted {done.files_merged} files; vacuumed {done.files_vacuumed} files older than {retain_hours:g} hours that no version needs")
+
+
+@data_app.command("history")
+def data_history(
+    store: StoreOpt = None,  # type: ignore[assignment]
+    table: Annotated[Optional[str], typer.Option(help="Only this table: prompts, outcomes or embeddings.")] = None,
+    limit: Annotated[int, typer.Option(min=1, help="The newest this-many versions.")] = 50,
+) -> None:
+    """The store's versions: time, operation, rows added, what wrote them (cite one with `--as-of`)."""
+    st = _store(store)
+    hist = st.history()
+    if table:
+        from harness.dataset import TABLES
+
+        if table not in TABLES:
+            raise UserError(f"--table must be one of {', '.join(TABLES)}, not '{table}'")
+        hist = hist[hist["table"] == table]
+    if hist.empty:
+        raise UserError(f"the store at {st.uri} has no versions yet; import outcomes with `routerbench import SOURCE`")
+    shown = hist.tail(limit)
+    out = Table(title=f"{st.uri}: versions (oldest first; --as-of VERSION reads the outcomes table's)", title_justify="left")
+    for col, justify in (("table", "left"), ("version", "right"), ("time (UTC)", "left"), ("operation", "left"), ("rows added", "right"), ("rows updated", "right"), ("files +/-", "right"), ("written by", "left")):
+        out.add_column(col, justify=justify)
+    fmt = lambda v: "" if pd.isna(v) else str(int(v))  # noqa: E731
+    for r in shown.itertuples():
+        out.add_row(r.table, str(r.version), r.time.strftime("%Y-%m-%d %H:%M:%S"), str(r.operation), fmt(r.rows_added), fmt(r.rows_updated), f"{fmt(r.files_added) or 0}/{fmt(r.files_removed) or 0}", str(r.source or ""))
+    console.print(out)
+    latest = hist.groupby("table")["version"].max()
+    console.print(f"{len(hist)} versions ({len(hist) - len(shown)} older not shown); latest: " + ", ".join(f"{t} v{v}" for t, v in latest.items()))
+
+
+@data_app.command("migrate")
+def data_migrate(
+    old: Annotated[str, typer.Argument(help="A store of the layout before Delta Lake (with a _commits/ directory).")],
+    new: Annotated[str, typer.Argument(help="Where to write the Delta store (empty, or a migration to resume).")],
+) -> None:
+    """Convert a store of the old layout to Delta tables; rerunning resumes (keys already there are skipped)."""
+    from harness.migrate import migrate
+
+    counts = migrate(old, new, on_table=lambda name, n: console.print(f"  {name}: {n} rows read"))
+    console.print(", ".join(f"{t}: {c.added} added, {c.skipped} already there" for t, c in counts.items()))
+    console.print(f"migrated {old} to {new}; compare `routerbench data info --store {new}` with the old store's")
+
+
+def _eval_spec(*, routers, tasks, split, aiq_mode, bootstrap, seed, cost_model, embedder, embed_text, embed_backend, models_dir, models, parity, target_cost, target_share):  # noqa: ANN001, ANN202
+    """The evaluation spec from ``evaluate``'s options, its parity preset applied."""
+    from harness.evaluate import EvalSpec
+
+    return EvalSpec(
+        routers=_csv(routers) or (),
+        families=_csv(tasks),
+        split=split,
+        aiq_mode=aiq_mode,
+        bootstrap=bootstrap,
+        seed=seed,
+        cost_model=cost_model,
+        embedder=embedder,
+        embed_text=embed_text,
+        embed_backend=embed_backend,
+        models_dir=str(models_dir) if models_dir else None,
+        models=_csv(models),
+        parity=parity,
+        target_costs=tuple(target_cost or ()),
+        target_shares=tuple(target_share or ()),
+    ).resolved()
 
 
 @app.command()
@@ -239,34 +311,35 @@ def evaluate(
     target_cost: Annotated[Optional[list[str]], typer.Option("--target-cost", help="Calibrate every λ router to this mean $ per query on its training prompts (cross-validated); repeatable. Writes calibrated.csv.")] = None,
     target_share: Annotated[Optional[list[str]], typer.Option("--target-share", help="MODEL:FRACTION: calibrate every λ router to send this share of prompts to MODEL; repeatable.")] = None,
     parity: Annotated[Optional[str], typer.Option(help="'routerbench': every setting RouterBench's code used (--cost-model price, --aiq-mode compat, --embed-text original, KNN ties as sklearn breaks them, one MLP per model, a split file's training order), so its points are reproduced.")] = None,
+    as_of: AsOfOpt = None,
+    rerun: Annotated[Optional[str], typer.Option("--rerun", help="A results directory's run.json: evaluate again with its spec on the store versions it read (other evaluation options are ignored; --store moves the store).")] = None,
 ) -> None:
     """Evaluate routers per task family: points, hulls, AIQ, plots."""
-    from harness.evaluate import EvalSpec
     from harness.evaluate import evaluate as run_evaluation
     from harness.report import aiq_table, plot_family
 
-    st = _store(store)
+    if rerun:
+        if data or as_of:
+            raise UserError("--rerun reads the store versions its run.json names: drop --data and --as-of")
+        from harness.run_record import read_run_record
+
+        record = read_run_record(rerun)
+        moved = store if store and store != os.environ.get("ROUTERBENCH_STORE") else None  # --store, not $ROUTERBENCH_STORE
+        st = Store(moved or record.store, versions=record.store_versions)
+        spec = record.spec
+        label = label or record.label
+    else:
+        st = _store(store, as_of)
     if "://" in out:  # an unreachable endpoint or a missing bucket fails now, not after the evaluation
         check_reachable(resolve(out), out)
     if data:
         _import(st, data, on_ambiguous="skip", overwrite=False, refresh=False)
-    spec = EvalSpec(
-        routers=_csv(routers) or (),
-        families=_csv(tasks),
-        split=split,
-        aiq_mode=aiq_mode,
-        bootstrap=bootstrap,
-        seed=seed,
-        cost_model=cost_model,
-        embedder=embedder,
-        embed_text=embed_text,
-        embed_backend=embed_backend,
-        models_dir=str(models_dir) if models_dir else None,
-        models=_csv(models),
-        parity=parity,
-        target_costs=tuple(target_cost or ()),
-        target_shares=tuple(target_share or ()),
-    ).resolved()
+    st = st.pinned()  # one state of the store for the whole evaluation, named in run.json
+    if not rerun:
+        spec = _eval_spec(
+            routers=routers, tasks=tasks, split=split, aiq_mode=aiq_mode, bootstrap=bootstrap, seed=seed, cost_model=cost_model, embedder=embedder,
+            embed_text=embed_text, embed_backend=embed_backend, models_dir=models_dir, models=models, parity=parity, target_cost=target_cost, target_share=target_share,
+        )
     spec.targets()  # a bad --target-* is reported before any work
     with progress(console) as bar:
         embed = bar.add_task("embedding prompts", total=None, visible=False)
@@ -287,7 +360,7 @@ def evaluate(
     local.mkdir(parents=True, exist_ok=True)
     result.points.to_parquet(local / "points.parquet", index=False)
     result.aiq.to_csv(local / "aiq.csv", index=False)
-    write_run_record(local, run_record(spec, st.uri, label, sources=list(data or [])))
+    write_run_record(local, run_record(spec, st.uri, label, store_versions=st.versions(), sources=list(data or []), rerun_of=rerun))
     for fam in result.summary.itertuples():
         console.print(aiq_table(result.aiq, result.points, fam.task_family))
         plot_family(result.points, result.aiq, fam.task_family, local / f"{fam.task_family}.png")
@@ -311,6 +384,8 @@ def evaluate(
         upload_dir(local, out)
         shutil.rmtree(local, ignore_errors=True)
     out = out.rstrip("/")
+    read = ", ".join(f"{t} v{v}" for t, v in st.versions().items() if v is not None)
+    console.print(f"read {st.uri} at {read}; `routerbench evaluate --rerun {out}/run.json` computes these numbers again", highlight=False)
     console.print(f"wrote {out}/points.parquet, {out}/aiq.csv, {out}/run.json and {len(result.summary)} plots to {out}/")
 
 

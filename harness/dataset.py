@@ -1,49 +1,44 @@
-"""The outcome store: prompts and (prompt, model) outcomes in Parquet, with atomic, idempotent appends.
+"""The outcome store: prompts, outcomes and embeddings as Delta Lake tables under one URI.
 
-Layout under the store root (any local path or pyarrow filesystem URI)::
+Layout under the store root (a local path or an object-store URI such as ``s3://bucket/store``)::
 
-    _commits/<time_ns>-<id>.json          one file per committed append: the files it added
-    _commits/_lock, _compact.lock          local disk only: who may commit / compact right now
-    prompts/part-<id>.parquet
-    outcomes/model=<quoted name>/part-<id>.parquet
-    embeddings/...                        caches keyed by content (see harness.embeddings)
+    prompts/                      Delta table, key sample_id
+    outcomes/model=<name>/        Delta table partitioned by model, key (sample_id, model)
+    embeddings/embedder=<name>/   Delta table partitioned by embedder, key (text_sha256, embedder)
 
-A data file is invisible until a commit file lists it, and a commit file appears atomically
-(temp file + rename on local disk, a single PUT on object stores), so a crash at any point leaves
-either the old state or the new one. Writers never edit a shared file: concurrent appends (two
-``extend`` runs, say) each add their own commit and cannot lose each other's rows. Readers take
-the union of the live commits in commit-name order; where a key appears twice (``overwrite``), the
-later commit wins.
+Every change is one Delta commit (the next numbered entry of the table's ``_delta_log``), atomic on
+local disk and on object stores (put-if-absent), so a crash leaves the last committed version, and
+every Delta reader (Polars, DuckDB, Spark, ``deltalake``) sees exactly the rows this code reads.
 
-A key is written once unless ``overwrite``: an append checks the keys stored when it starts, then,
-holding the commit lock, the commits that landed while it was writing, and picks its commit name
-there (after every live one). Of two processes appending the same keys at the same time, the first
-to commit keeps its values and the other reports the keys it skipped; none wins by clock.
+Keys are written once. An append reads the keys of the partitions it touches at the table's latest
+version and inserts the absent rows with a MERGE whose predicate names those partitions; Delta's
+conflict check fails that commit if another writer added files there since, and the append starts
+over from the new version, skipping what the other wrote (counted in ``raced`` where the values
+differ). Writers of different models touch different partitions and never conflict. ``overwrite``
+updates stored values instead (a MERGE that also updates matches).
+
+Versions are per table. A :class:`Store` reads the latest versions unless pinned (``as_of`` or
+``versions``); :meth:`Store.pinned` fixes the current ones, so that an evaluation reads one state
+and can name it in ``run.json``.
 """
 
 from __future__ import annotations
 
-import fcntl
 import functools
-import json
 import os
+import random
 import time
-import uuid
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Iterable, Iterator
-from urllib.parse import quote
+from typing import Any, Iterable
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.dataset as pads
-import pyarrow.parquet as pq
+import pyarrow.compute as pc
 
 from harness.errors import UserError
-from harness.filesystem import Location, check_reachable, delete_if_present, list_names, read_bytes, resolve, storage_errors, write_bytes_atomic
+from harness.filesystem import Location, check_reachable, delta_location, is_directory, resolve, storage_errors
 from harness.matrix import OutcomeMatrix
 
 TIMESTAMP = pa.timestamp("us", tz="UTC")
@@ -117,54 +112,29 @@ OUTCOMES = TableSpec("outcomes", OUTCOME_SCHEMA, ("sample_id", "model"), partiti
 #: Embeddings cached per (text, embedder): computed once, reused by every router and run.
 EMBEDDINGS = TableSpec("embeddings", EMBEDDING_SCHEMA, ("text_sha256", "embedder"), partition_by="embedder")
 TABLES = {t.name: t for t in (PROMPTS, OUTCOMES, EMBEDDINGS)}
-
-COMMITS_DIR = "_commits"
-COMMIT_FORMAT = 1
-COMMIT_LOCK = "_lock"
-COMPACT_LOCK = "_compact.lock"
 #: Columns compared when a key is already stored: a different value there is reported, not just skipped.
 VALUE_COLUMNS = {OUTCOMES.name: ["score", "cost_usd", "response", "error"]}
 
 
+#: How often an append starts over after losing its commit to a concurrent writer of its partitions.
+MAX_ATTEMPTS = 12
+#: How often a compaction plans again after another commit landed while it was merging.
+COMPACT_ATTEMPTS = 5
+#: Default retention of ``compact``'s vacuum: files dropped from a table stay this long for readers of older versions.
+DEFAULT_RETAIN_HOURS = 7 * 24
+#: Tables a pinned store reads at its pinned versions; embeddings are a content-keyed cache, always at their latest.
+PINNED_TABLES = (PROMPTS.name, OUTCOMES.name)
+#: Commit metadata key naming what wrote a version (``data history`` shows it).
+SOURCE_KEY = "routerbench.source"
+
+
 class CompactionSkipped(UserError):
-    """Another compaction is running, or replaced these commits first: nothing left for this one."""
-
-
-@dataclass(frozen=True)
-class DataFile:
-    table: str
-    path: str  # relative to the store root
-    partition: str | None
-    rows: int
-
-
-@dataclass(frozen=True)
-class Commit:
-    name: str
-    files: tuple[DataFile, ...]
-    supersedes: tuple[str, ...] = ()
-
-    def to_json(self) -> bytes:
-        return json.dumps(
-            {
-                "format": COMMIT_FORMAT,
-                "name": self.name,
-                "created_at": datetime.now(timezone.utc).isoformat(),
-                "files": [f.__dict__ for f in self.files],
-                "supersedes": list(self.supersedes),
-            },
-            indent=1,
-        ).encode()
-
-    @classmethod
-    def from_json(cls, data: bytes) -> Commit:
-        doc = json.loads(data)
-        return cls(doc["name"], tuple(DataFile(**f) for f in doc["files"]), tuple(doc.get("supersedes", ())))
+    """Another compaction (or a writer) changed the files first: nothing left for this one."""
 
 
 @dataclass(frozen=True)
 class AppendResult:
-    """Rows added and rows skipped (key already stored) per table, and the commit written.
+    """Rows added and rows skipped (key already stored) per table, and the table versions written.
 
     Of the skipped rows, ``changed`` were stored before this append with other values (kept; pass
     ``overwrite`` to replace them), and ``raced`` were committed by another process while this one
@@ -173,7 +143,7 @@ class AppendResult:
 
     added: dict[str, int]
     skipped: dict[str, int]
-    commit: str | None = None
+    versions: dict[str, int] = field(default_factory=dict)
     changed: dict[str, int] = field(default_factory=dict)
     raced: dict[str, int] = field(default_factory=dict)
 
@@ -201,53 +171,25 @@ class AppendResult:
     def outcomes_raced(self) -> int:
         return self.raced.get(OUTCOMES.name, 0)
 
-
-def _new_commit_name() -> str:
-    return f"{time.time_ns():020d}-{uuid.uuid4().hex[:12]}"
-
-
-def _next_commit_name(after: Iterable[str]) -> str:
-    """A name that sorts after every name in ``after``: readers order commits by name, and a wall
-    clock can step back (or differ between hosts)."""
-    last = max((int(n[:20]) for n in after if n[:20].isdigit()), default=0)
-    return f"{max(time.time_ns(), last + 1):020d}-{uuid.uuid4().hex[:12]}"
+    @property
+    def commit(self) -> str | None:
+        """The versions written, e.g. ``prompts v3, outcomes v7`` (None when nothing was added)."""
+        return ", ".join(f"{t} v{v}" for t, v in self.versions.items()) or None
 
 
-@contextmanager
-def _flock(path: str, *, blocking: bool) -> Iterator[None]:
-    """An exclusive ``flock`` on a local file; the kernel drops it when the holder dies (even by SIGKILL).
-    Not blocking: :class:`BlockingIOError` when another process holds it."""
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
-        yield
-    finally:
-        os.close(fd)  # releases the lock
+@dataclass(frozen=True)
+class CompactResult:
+    files_merged: int  # small files rewritten into larger ones
+    files_vacuumed: int  # files deleted from storage (in no version within the retention period)
 
-
-def _storage_op(method):
-    """Failures of the filesystem under a store (an unreachable endpoint, a missing bucket, no
-    permission) become one-line errors naming the store."""
-
-    @functools.wraps(method)
-    def wrapper(self: Store, *args, **kwargs):
-        with storage_errors(self.uri):
-            return method(self, *args, **kwargs)
-
-    return wrapper
+    def __bool__(self) -> bool:
+        return bool(self.files_merged or self.files_vacuumed)
 
 
 def _same(a: pd.Series, b: pd.Series) -> np.ndarray:
     """Element-wise equality where two nulls are equal."""
     eq = (a == b).fillna(False).to_numpy(dtype=bool)
     return eq | (a.isna() & b.isna()).to_numpy(dtype=bool)
-
-
-def _partition_dir(table: TableSpec, value: str | None) -> str:
-    if value is None:
-        return table.name
-    return f"{table.name}/{table.partition_by}={quote(value, safe='')}"
 
 
 def _now() -> pd.Timestamp:
@@ -296,118 +238,149 @@ def _duplicated_keys(df: pd.DataFrame, key: Iterable[str]) -> pd.Series:
     return df.duplicated(list(key), keep=False)
 
 
-class Store:
-    """An outcome store at a local path or pyarrow filesystem URI."""
+def compared_columns(spec: TableSpec) -> list[str]:
+    """The columns an append reads of the stored rows: the key, the prompt text (prompts), the values (outcomes)."""
+    return list(spec.key) + (["prompt"] if spec is PROMPTS else []) + VALUE_COLUMNS.get(spec.name, [])
 
-    def __init__(self, uri: str | os.PathLike) -> None:
-        self.uri = os.fspath(uri)
-        self.location: Location = resolve(self.uri)
-        self._commit_cache: dict[str, Commit] = {}
-        self._reachable = self.location.is_local
 
-    def __repr__(self) -> str:
-        return f"Store({self.uri!r})"
+def drop_known(spec: TableSpec, tbl: pa.Table, existing: pd.DataFrame, source: str) -> tuple[pa.Table, int, int]:
+    """Drop rows whose key ``existing`` (stored rows, :func:`compared_columns`) holds: the rows kept,
+    how many were dropped, and how many of those are stored with other values. For prompts, a
+    changed text is an error: outcomes would silently attach to another question."""
+    if existing.empty:
+        return tbl, 0, 0
+    key = list(spec.key)
+    compare = ["prompt"] if spec is PROMPTS else []
+    merged = tbl.select(key + compare).to_pandas().merge(existing[key + compare].assign(_stored=True), on=key, how="left", suffixes=("", "_old"))
+    known = merged["_stored"].notna().to_numpy()
+    if compare:
+        clash = known & (merged["prompt"].fillna("") != merged["prompt_old"].fillna("")).to_numpy()
+        if clash.any():
+            ids = merged.loc[clash, "sample_id"].tolist()
+            raise UserError(
+                f"{source}: {len(ids)} sample_id(s) already in the store with a different prompt "
+                f"({', '.join(ids[:5])}); re-key them (--on-ambiguous rekey) or pass --overwrite"
+            )
+    differ = 0
+    values = VALUE_COLUMNS.get(spec.name, [])
+    if values and known.any():
+        both = tbl.filter(pa.array(known)).select(key + values).to_pandas().merge(existing[key + values], on=key, suffixes=("", "_old"))
+        same = np.logical_and.reduce([_same(both[c], both[f"{c}_old"]) for c in values])
+        differ = int((~same).sum())
+    return tbl.filter(pa.array(~known)), int(known.sum()), differ
 
-    # ------------------------------------------------------------------ commits
-    def _abs(self, rel: str) -> str:
-        return self.location.join(rel)
 
-    def _all_commits(self) -> tuple[list[Commit], list[Commit]]:
-        """Every commit file (superseded ones included) and the live commits, both in name order."""
-        if not self._reachable:  # one quick probe: an unreachable endpoint fails in seconds, not after retries
-            check_reachable(self.location, self.uri)
-            self._reachable = True
-        fs = self.location.fs
-        names = [n[: -len(".json")] for n in list_names(fs, self._abs(COMMITS_DIR)) if n.endswith(".json")]
-        for name in names:
-            if name not in self._commit_cache:
-                self._commit_cache[name] = Commit.from_json(read_bytes(fs, self._abs(f"{COMMITS_DIR}/{name}.json")))
-        every = [self._commit_cache[n] for n in names]
-        superseded = {s for c in every for s in c.supersedes}
-        return every, [c for c in every if c.name not in superseded]
+def check_batch(tables: dict[TableSpec, pa.Table], source: str) -> None:
+    """A batch to append repeats no key, and its outcomes have valid scores and costs."""
+    for spec, tbl in tables.items():
+        keys = tbl.select(list(spec.key)).to_pandas()
+        dup = keys[_duplicated_keys(keys, spec.key)]
+        if len(dup):
+            shown = ", ".join(sorted(set(dup.iloc[:, 0].astype(str)))[:5])
+            raise UserError(f"{source}: {len(dup)} {spec.name} rows repeat a key ({spec.key[0]}: {shown})")
+    if OUTCOMES in tables:
+        _check_outcome_values(tables[OUTCOMES], source)
 
-    @_storage_op
-    def commits(self) -> list[Commit]:
-        """The live commits, oldest first."""
-        return self._all_commits()[1]
 
-    def files(self, table: str, partitions: Iterable[str] | None = None, commits: list[Commit] | None = None) -> list[DataFile]:
-        wanted = None if partitions is None else set(partitions)
-        return [
-            f
-            for c in (self.commits() if commits is None else commits)
-            for f in c.files
-            if f.table == table and (wanted is None or f.partition in wanted)
-        ]
+def check_have_prompts(o_tbl: pa.Table, p_tbl: pa.Table | None, stored_ids: pd.Series, source: str) -> None:
+    """Every outcome's sample_id is a stored prompt or one appended with it."""
+    ids = pd.Index(pd.unique(o_tbl.column("sample_id").to_numpy(zero_copy_only=False)))
+    known = pd.Index(stored_ids)
+    if p_tbl is not None:
+        known = known.append(pd.Index(p_tbl.column("sample_id").to_pandas()))
+    orphans = ids.difference(known)
+    if len(orphans):
+        raise UserError(
+            f"{source}: {len(orphans)} outcome(s) for prompts not in the store "
+            f"({', '.join(map(str, orphans[:5]))}); import the prompts first or include prompt and task columns"
+        )
 
-    def is_empty(self) -> bool:
-        return not self.files(OUTCOMES.name)
+
+def _delta():
+    """deltalake, imported when a store is first used."""
+    import deltalake
+
+    return deltalake
+
+
+def _parse_as_of(as_of: str | int) -> int | datetime:
+    """``--as-of``: a version of the outcomes table, or an ISO time (naive means UTC)."""
+    text = str(as_of).strip()
+    if text.isdigit():
+        return int(text)
+    try:
+        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise UserError(f"--as-of must be a version number or an ISO time (2026-12-01T12:00:00Z), not '{as_of}'") from None
+    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
+
+
+def _storage_op(method):
+    """Failures of the storage under a store become one-line errors naming the store."""
+
+    @functools.wraps(method)
+    def wrapper(self: Store, *args, **kwargs):
+        with storage_errors(self.uri):
+            return method(self, *args, **kwargs)
+
+    return wrapper
+
+
+@dataclass(frozen=True)
+class StoreSummary:
+    """What ``data info`` shows: prompts per task family, graded outcomes per model × family, cost sources."""
+
+    per_family: pd.Series  # prompts per task family, by family name
+    counts: pd.DataFrame  # graded outcomes: model × task family
+    cost_sources: pd.Series  # per model: "published" or a mix with counts
+
+    @property
+    def prompts(self) -> int:
+        return int(self.per_family.sum())
+
+    @property
+    def outcomes(self) -> int:
+        return int(self.counts.to_numpy().sum())
+
+
+class StoreReader:
+    """What every store layout offers on top of its ``read_table``, ``append_tables`` and ``models``."""
+
+    uri: str
+
+    def read_table(self, table: TableSpec, columns: list[str] | None = None, partitions: Iterable[str] | None = None) -> pa.Table:
+        raise NotImplementedError
+
+    def append_tables(self, tables: dict[TableSpec, pa.Table], *, overwrite: bool = False, source: str = "append") -> AppendResult:
+        raise NotImplementedError
 
     def models(self) -> list[str]:
-        """Models with at least one outcome, in store order (sorted by name)."""
-        return sorted({f.partition for f in self.files(OUTCOMES.name) if f.partition is not None})
+        raise NotImplementedError
 
-    @contextmanager
-    def _commit_lock(self) -> Iterator[None]:
-        """Between an append's last look for stored keys and its commit, nobody else commits.
+    def is_empty(self) -> bool:
+        return not self.models()
 
-        Local disk: ``flock`` on ``_commits/_lock``, held for a listing and a commit write (plus a
-        read of whatever landed meanwhile). Object stores: pyarrow offers no put-if-absent to build
-        a lock on, so there the last look runs unlocked and two writers of the same keys that take
-        it in the same instant can both commit (the later commit's values are then read).
-        """
-        if not self.location.is_local:
-            yield
-            return
-        with _flock(self._abs(f"{COMMITS_DIR}/{COMMIT_LOCK}"), blocking=True):
-            yield
-
-    # ------------------------------------------------------------------ reading
-    @_storage_op
-    def read_table(self, table: TableSpec, columns: list[str] | None = None, partitions: Iterable[str] | None = None) -> pa.Table:
-        """The live rows of a table as Arrow, deduplicated by key (the latest commit wins)."""
-        for attempt in range(3):
-            try:
-                return self._read_table(table, columns, partitions, self.commits())
-            except FileNotFoundError:
-                if attempt == 2:
-                    raise
-                # a compaction committed and removed the files listed a moment ago: list again
-
-    def _read_table(self, table: TableSpec, columns: list[str] | None, partitions: Iterable[str] | None, commits: list[Commit]) -> pa.Table:
-        files = self.files(table.name, partitions, commits)
-        wanted = list(table.schema.names if columns is None else columns)
-        read_cols = wanted + [k for k in table.key if k not in wanted]
-        if not files:
-            return table.schema.empty_table().select(wanted)
-
-        def load(f: DataFile) -> pa.Table:
-            ds = pads.dataset(self._abs(f.path), schema=table.schema, format="parquet", filesystem=self.location.fs)
-            return ds.to_table(columns=read_cols)
-
-        with ThreadPoolExecutor(max_workers=min(8, len(files))) as pool:
-            tbl = pa.concat_tables(list(pool.map(load, files)))
-        keys = tbl.select(list(table.key)).to_pandas()
-        latest = ~keys.duplicated(list(table.key), keep="last").to_numpy()
-        if not latest.all():  # overwritten keys
-            tbl = tbl.filter(pa.array(latest))
-        return tbl.select(wanted)
-
-    def _read(self, table: TableSpec, columns: list[str] | None, partitions: Iterable[str] | None, commits: list[Commit] | None = None) -> pd.DataFrame:
-        if commits is None:
-            return self.read_table(table, columns, partitions).to_pandas()
-        return self._read_table(table, columns, partitions, commits).to_pandas()
+    def summary(self) -> StoreSummary:
+        prompts = self.prompts(["sample_id", "task_family"])
+        outcomes = self.outcomes(["sample_id", "model", "score", "cost_source", "input_tokens"])
+        outcomes = outcomes[outcomes["score"].notna()].merge(prompts, on="sample_id")
+        outcomes["cost_source"] = effective_cost_source(outcomes)
+        sources = outcomes.groupby("model")["cost_source"].agg(lambda s: ", ".join(f"{k} {v}" if s.nunique() > 1 else str(k) for k, v in s.value_counts().items()))
+        families = sorted(prompts["task_family"].unique())
+        if outcomes.empty:
+            return StoreSummary(prompts["task_family"].value_counts().reindex(families), pd.DataFrame(columns=families, dtype=int), sources)
+        counts = outcomes.pivot_table(index="model", columns="task_family", values="sample_id", aggfunc="count", fill_value=0).reindex(columns=families, fill_value=0)
+        return StoreSummary(prompts["task_family"].value_counts().reindex(families), counts, sources)
 
     def prompts(self, columns: list[str] | None = None, families: Iterable[str] | None = None) -> pd.DataFrame:
-        df = self._read(PROMPTS, None if columns is None else list(dict.fromkeys([*columns, "task_family"])), None)
+        df = self.read_table(PROMPTS, None if columns is None else list(dict.fromkeys([*columns, "task_family"]))).to_pandas()
         if families is not None:
             df = df[df["task_family"].isin(list(families))].reset_index(drop=True)
         return df if columns is None else df[columns]
 
     def outcomes(self, columns: list[str] | None = None, models: Iterable[str] | None = None) -> pd.DataFrame:
-        return self._read(OUTCOMES, columns, models)
+        return self.read_table(OUTCOMES, columns, models).to_pandas()
 
-    # ------------------------------------------------------------------ writing
     def append(
         self,
         prompts: pd.DataFrame | None = None,
@@ -416,7 +389,7 @@ class Store:
         overwrite: bool = False,
         source: str = "append",
     ) -> AppendResult:
-        """Add prompts and outcomes in one atomic commit.
+        """Add prompts and outcomes (prompts first, so an outcome never lacks its prompt).
 
         A key already in the store is skipped (idempotent re-runs) unless ``overwrite``; a prompt
         whose sample_id exists with a different text is an error, since outcomes would silently
@@ -428,199 +401,6 @@ class Store:
                 tables[spec] = _conform(frame, spec, source)
         return self.append_tables(tables, overwrite=overwrite, source=source)
 
-    @_storage_op
-    def append_tables(self, tables: dict[TableSpec, pa.Table], *, overwrite: bool = False, source: str = "append") -> AppendResult:
-        """Append Arrow tables (already in their table's schema) in one atomic commit.
-
-        Without ``overwrite`` each key is written once: keys stored when the append starts are
-        skipped, and so are keys that another process commits while this one writes its files
-        (checked again under the commit lock, where the commit name is chosen too). So of two
-        concurrent writers of the same keys, the first to commit keeps its values, and the second
-        counts what it skipped in ``raced``; readers never see the two values flip.
-        """
-        for spec, tbl in tables.items():
-            keys = tbl.select(list(spec.key)).to_pandas()
-            dup = keys[_duplicated_keys(keys, spec.key)]
-            if len(dup):
-                shown = ", ".join(sorted(set(dup.iloc[:, 0].astype(str)))[:5])
-                raise UserError(f"{source}: {len(dup)} {spec.name} rows repeat a key ({spec.key[0]}: {shown})")
-        if OUTCOMES in tables:
-            _check_outcome_values(tables[OUTCOMES], source)
-        skipped: dict[str, int] = {}
-        changed: dict[str, int] = {}
-        raced: dict[str, int] = {}
-        for attempt in range(3):  # a compaction may remove the files of the listing being checked
-            snapshot = self.commits()
-            try:
-                todo = dict(tables)
-                if not overwrite:
-                    for spec in list(todo):
-                        todo[spec], skipped[spec.name], changed[spec.name] = self._drop_existing(spec, todo[spec], source, snapshot)
-                if OUTCOMES in todo and len(todo[OUTCOMES]):
-                    self._check_outcomes_have_prompts(todo[OUTCOMES], todo.get(PROMPTS), source, snapshot)
-                break
-            except FileNotFoundError:
-                if attempt == 2:
-                    raise
-        tables = todo
-
-        files = self._write_tables(tables)
-        name = None
-        try:
-            if files:
-                with self._commit_lock():
-                    live = self.commits()
-                    seen = {c.name for c in snapshot}
-                    newer = [c for c in live if c.name not in seen]
-                    if newer and not overwrite:  # committed while we wrote: the first to commit keeps its values
-                        dropped = False
-                        for spec in list(tables):
-                            kept, known, differ = self._drop_existing(spec, tables[spec], source, newer)
-                            if known:
-                                tables[spec], dropped = kept, True
-                                skipped[spec.name] += known
-                                raced[spec.name] = differ
-                        if dropped:
-                            self._delete_files(files)
-                            files = self._write_tables(tables)
-                    if files:
-                        name = _next_commit_name(c.name for c in live)
-                        write_bytes_atomic(self.location.fs, self._abs(f"{COMMITS_DIR}/{name}.json"), Commit(name, tuple(files)).to_json())
-        finally:
-            if name is None:  # nothing committed: the files written for it would only be clutter
-                self._delete_files(files)
-        return AppendResult({spec.name: len(tbl) for spec, tbl in tables.items()}, skipped, name, changed, raced)
-
-    def _write_tables(self, tables: dict[TableSpec, pa.Table]) -> list[DataFile]:
-        """Write each table's rows, one file per partition (invisible until a commit lists them)."""
-        token = _new_commit_name()
-        files: list[DataFile] = []
-        for spec, tbl in tables.items():
-            if not len(tbl):
-                continue
-            if spec.partition_by is None:
-                files.append(self._write_part(spec, None, tbl, token))
-                continue
-            values = tbl.column(spec.partition_by).to_pandas()
-            for value, idx in values.groupby(values, sort=True).indices.items():
-                files.append(self._write_part(spec, str(value), tbl.take(pa.array(idx)), token))
-        return files
-
-    def _write_part(self, table: TableSpec, partition: str | None, tbl: pa.Table, token: str) -> DataFile:
-        rel = f"{_partition_dir(table, partition)}/part-{token}.parquet"
-        path = self._abs(rel)
-        self.location.fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
-        pq.write_table(tbl, path, filesystem=self.location.fs, compression="zstd")
-        return DataFile(table.name, rel, partition, len(tbl))
-
-    def _delete_files(self, files: Iterable[DataFile]) -> None:
-        for f in files:
-            delete_if_present(self.location.fs, self._abs(f.path))
-
-    def _drop_existing(self, spec: TableSpec, tbl: pa.Table, source: str, commits: list[Commit]) -> tuple[pa.Table, int, int]:
-        """Drop rows whose key ``commits`` hold already: the rows kept, how many were dropped, and how
-        many of those are stored with other values. For prompts, a changed text is an error."""
-        key = list(spec.key)
-        compare = ["prompt"] if spec is PROMPTS else []
-        new = tbl.select(key + compare).to_pandas()
-        partitions = None if spec.partition_by is None else new[spec.partition_by].unique().tolist()
-        existing = self._read(spec, key + compare, partitions, commits)
-        if existing.empty:
-            return tbl, 0, 0
-        merged = new.merge(existing.assign(_stored=True), on=key, how="left", suffixes=("", "_old"))
-        known = merged["_stored"].notna().to_numpy()
-        if compare:
-            clash = known & (merged["prompt"].fillna("") != merged["prompt_old"].fillna("")).to_numpy()
-            if clash.any():
-                ids = merged.loc[clash, "sample_id"].tolist()
-                raise UserError(
-                    f"{source}: {len(ids)} sample_id(s) already in the store with a different prompt "
-                    f"({', '.join(ids[:5])}); re-key them (--on-ambiguous rekey) or pass --overwrite"
-                )
-        differ = 0
-        values = VALUE_COLUMNS.get(spec.name)
-        if values and known.any():
-            mine = tbl.filter(pa.array(known)).select(key + values).to_pandas()
-            theirs = self._read(spec, key + values, partitions, commits)
-            both = mine.merge(theirs, on=key, suffixes=("", "_old"))
-            same = np.logical_and.reduce([_same(both[c], both[f"{c}_old"]) for c in values])
-            differ = int((~same).sum())
-        return tbl.filter(pa.array(~known)), int(known.sum()), differ
-
-    def _check_outcomes_have_prompts(self, o_tbl: pa.Table, p_tbl: pa.Table | None, source: str, commits: list[Commit]) -> None:
-        ids = pd.Index(pd.unique(o_tbl.column("sample_id").to_numpy(zero_copy_only=False)))
-        known = pd.Index(self._read(PROMPTS, ["sample_id"], None, commits)["sample_id"])
-        if p_tbl is not None:
-            known = known.append(pd.Index(p_tbl.column("sample_id").to_pandas()))
-        orphans = ids.difference(known)
-        if len(orphans):
-            raise UserError(
-                f"{source}: {len(orphans)} outcome(s) for prompts not in the store "
-                f"({', '.join(map(str, orphans[:5]))}); import the prompts first or include prompt and task columns"
-            )
-
-    @_storage_op
-    def compact(self) -> int:
-        """Rewrite the live files as one file per partition; returns the number of commits replaced.
-
-        One compaction at a time: one started while another runs, or whose commits another replaced
-        first, raises :class:`CompactionSkipped` and leaves the store as it found it. Appends may go
-        on meanwhile; their commits sort after the compaction's, so every read gives the same rows.
-        """
-        with self._compaction_lock():
-            live = self.commits()
-            if len(live) <= 1:
-                return 0
-            name = f"{live[-1].name}~compact-{uuid.uuid4().hex[:8]}"
-            files: list[DataFile] = []
-            committed = False
-            try:
-                for spec in TABLES.values():
-                    partitions = sorted({f.partition for c in live for f in c.files if f.table == spec.name}, key=str)
-                    for part in partitions:
-                        tbl = self._read_table(spec, None, None if part is None else [part], live)
-                        files.append(self._write_part(spec, part, tbl, name))
-                with self._commit_lock():
-                    current = {c.name for c in self.commits()}
-                    if not all(c.name in current for c in live):
-                        raise CompactionSkipped(f"{self.uri}: another compact replaced these commits meanwhile; nothing to do")
-                    commit = Commit(name, tuple(files), tuple(c.name for c in live))
-                    write_bytes_atomic(self.location.fs, self._abs(f"{COMMITS_DIR}/{name}.json"), commit.to_json())
-                    committed = True
-            except FileNotFoundError as exc:  # another compaction removed what this one was reading
-                raise CompactionSkipped(f"{self.uri}: the store changed while compacting (another compact?); nothing to do") from exc
-            finally:
-                if not committed:
-                    self._delete_files(files)
-            self._delete_superseded()
-            return len(live)
-
-    @contextmanager
-    def _compaction_lock(self) -> Iterator[None]:
-        if not self.location.is_local:  # no lock on object stores: the check before committing guards instead
-            yield
-            return
-        try:
-            with _flock(self._abs(f"{COMMITS_DIR}/{COMPACT_LOCK}"), blocking=False):
-                yield
-        except BlockingIOError:
-            raise CompactionSkipped(f"{self.uri}: another compact is running; nothing to do") from None
-
-    def _delete_superseded(self) -> None:
-        """Remove the files of superseded commits, data first: a commit file is the last thing to go,
-        so an interrupted cleanup is finished by the next one."""
-        every, live = self._all_commits()
-        in_use = {f.path for c in live for f in c.files}
-        live_names = {c.name for c in live}
-        fs = self.location.fs
-        for c in every:
-            if c.name in live_names:
-                continue
-            self._delete_files(f for f in c.files if f.path not in in_use)
-            delete_if_present(fs, self._abs(f"{COMMITS_DIR}/{c.name}.json"))
-            self._commit_cache.pop(c.name, None)
-
-    # ------------------------------------------------------------------ matrices
     def matrices(
         self,
         families: Iterable[str] | None = None,
@@ -656,6 +436,371 @@ class Store:
                 prompts_original=p["prompt_original"].to_numpy(dtype=object) if with_prompts else None,
             )
         return result
+
+
+class Store(StoreReader):
+    """An outcome store of Delta tables at a local path or object-store URI.
+
+    ``as_of``: read prompts and outcomes as they were at a version of the outcomes table (prompts
+    at their last version committed by then) or at a time. ``versions``: exact versions per table
+    (a ``run.json``'s). A pinned store is read-only, but for the embeddings cache.
+    """
+
+    def __init__(self, uri: str | os.PathLike, *, as_of: str | int | None = None, versions: dict[str, int | None] | None = None) -> None:
+        self.uri = os.fspath(uri)
+        self.location: Location = resolve(self.uri)
+        self.root, self.storage_options = delta_location(self.uri, self.location)
+        self.as_of = None if as_of is None else _parse_as_of(as_of)
+        self._pins: dict[str, int | None] | None = None if versions is None else {t: versions.get(t) for t in PINNED_TABLES}
+        self._probed = False
+        self._pinned_tables: dict[str, Any] = {}  # a pinned version never changes: loaded once
+
+    def __repr__(self) -> str:
+        return f"Store({self.uri!r})"
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Ray ships stores to workers: an ``as_of`` is resolved first, so every worker reads the same versions."""
+        if self.as_of is not None and self._pins is None:
+            self._resolve_pins()
+        return {**self.__dict__, "_pinned_tables": {}}
+
+    # ------------------------------------------------------------------ tables and versions
+    def table_uri(self, table: TableSpec) -> str:
+        return f"{self.root.rstrip('/')}/{table.name}"
+
+    def _probe(self) -> None:
+        """Once per store: an unreachable endpoint fails in seconds (not after retries), an old layout by name."""
+        if self._probed:
+            return
+        check_reachable(self.location, self.uri)
+        if is_directory(self.location, "_commits"):
+            raise UserError(f"{self.uri} is a store of the layout before Delta Lake; convert it with `routerbench data migrate {self.uri} NEW`")
+        self._probed = True
+
+    def _latest(self, table: TableSpec):
+        """The table at its latest version, or None when it was never written."""
+        self._probe()
+        dl = _delta()
+        try:
+            return dl.DeltaTable(self.table_uri(table), storage_options=self.storage_options)
+        except dl.exceptions.TableNotFoundError:
+            return None
+
+    def _resolve_pins(self) -> None:
+        """Turn ``as_of`` into a version per pinned table."""
+        pins: dict[str, int | None] = {}
+        when = self.as_of
+        if isinstance(self.as_of, int):
+            outcomes = self._latest(OUTCOMES)
+            if outcomes is None:
+                raise UserError(f"{self.uri}: --as-of {self.as_of}: the store has no outcomes yet")
+            if self.as_of > outcomes.version():
+                raise UserError(f"{self.uri}: --as-of {self.as_of}: the outcomes table has versions 0 to {outcomes.version()} (see `routerbench data history`)")
+            pins[OUTCOMES.name] = self.as_of
+            when = _version_time(outcomes, self.as_of)
+        for name in PINNED_TABLES:
+            if name not in pins:
+                pins[name] = _version_at(self._latest(TABLES[name]), when)
+        self._pins = pins
+
+    def _table(self, table: TableSpec):
+        """The table as this store reads it: at its pinned version, else its latest (None: nothing to read)."""
+        if table.name not in PINNED_TABLES or not self.is_pinned:
+            return self._latest(table)
+        if self._pins is None:
+            self._resolve_pins()
+        version = self._pins[table.name]
+        if version is None:
+            return None
+        if table.name not in self._pinned_tables:
+            self._probe()
+            dl = _delta()
+            try:
+                self._pinned_tables[table.name] = dl.DeltaTable(self.table_uri(table), version=version, storage_options=self.storage_options)
+            except dl.exceptions.TableNotFoundError:
+                raise UserError(f"{self.uri}: the {table.name} table is gone (version {version} was asked for)") from None
+            except Exception as exc:  # noqa: BLE001 - deltalake raises several kinds for a version it cannot rebuild
+                raise UserError(f"{self.uri}: cannot read version {version} of the {table.name} table ({_first_line(exc)})") from exc
+        return self._pinned_tables[table.name]
+
+    @_storage_op
+    def versions(self) -> dict[str, int | None]:
+        """The version of each table this store reads (None: not written yet)."""
+        out = {}
+        for spec in TABLES.values():
+            dt = self._table(spec)
+            out[spec.name] = None if dt is None else dt.version()
+        return out
+
+    def pinned(self) -> Store:
+        """This store fixed at the versions it reads now: later commits do not change what it reads."""
+        return Store(self.uri, versions=self.versions())
+
+    @property
+    def is_pinned(self) -> bool:
+        return self.as_of is not None or self._pins is not None
+
+    @_storage_op
+    def history(self) -> pd.DataFrame:
+        """Every version of every table, oldest first: time, operation, rows added and updated, files, what wrote it."""
+        rows = []
+        for spec in TABLES.values():
+            dt = self._latest(spec)
+            for h in [] if dt is None else dt.history():
+                m = h.get("operationMetrics") or {}
+                rows.append(
+                    {
+                        "table": spec.name,
+                        "version": int(h["version"]),
+                        "time": pd.Timestamp(int(h["timestamp"]), unit="ms", tz="UTC"),
+                        "operation": h.get("operation"),
+                        "rows_added": _first_of(m, "num_added_rows", "num_target_rows_inserted"),
+                        "rows_updated": _first_of(m, "num_target_rows_updated"),
+                        "files_added": _first_of(m, "num_added_files", "num_target_files_added", "numFilesAdded"),
+                        "files_removed": _first_of(m, "num_removed_files", "num_target_files_removed", "numFilesRemoved", "numDeletedFiles"),
+                        "source": h.get(SOURCE_KEY),  # delta-rs puts commit metadata beside the operation
+                    }
+                )
+        cols = ["table", "version", "time", "operation", "rows_added", "rows_updated", "files_added", "files_removed", "source"]
+        frame = pd.DataFrame(rows, columns=cols)
+        for c in ("rows_added", "rows_updated", "files_added", "files_removed"):
+            frame[c] = frame[c].astype("Int64")
+        return frame.sort_values(["time", "table", "version"], ignore_index=True)
+
+    # ------------------------------------------------------------------ reading
+    def models(self) -> list[str]:
+        """Models with at least one outcome, sorted by name."""
+        dt = self._table(OUTCOMES)
+        return [] if dt is None else sorted({p[OUTCOMES.partition_by] for p in dt.partitions()})  # from the log: no data read
+
+    @_storage_op
+    def read_table(self, table: TableSpec, columns: list[str] | None = None, partitions: Iterable[str] | None = None) -> pa.Table:
+        """A table's rows as Arrow (``partitions``: values of its partition column to read)."""
+        wanted = list(table.schema.names if columns is None else columns)
+        for attempt in range(2):
+            dt = self._table(table)
+            if dt is None:
+                return table.schema.empty_table().select(wanted)
+            try:
+                return _scan(dt, table, wanted, partitions)
+            except FileNotFoundError as exc:  # vacuumed: an old version's files, or (retention 0) the latest's a moment ago
+                if table.name in PINNED_TABLES and self.is_pinned or attempt:
+                    raise UserError(
+                        f"{self.uri}: cannot read version {dt.version()} of the {table.name} table: its files were vacuumed "
+                        f"(`data compact` keeps them --retain-hours, default 168) ({_first_line(exc)})"
+                    ) from exc
+        raise AssertionError("unreachable")
+
+    # ------------------------------------------------------------------ writing
+    @_storage_op
+    def append_tables(self, tables: dict[TableSpec, pa.Table], *, overwrite: bool = False, source: str = "append") -> AppendResult:
+        """Append Arrow tables (already in their schemas), one commit per table, in the order given.
+
+        Without ``overwrite`` each key is written once: stored keys are skipped, and a commit that
+        loses to a concurrent writer of the same partitions starts over from the new version.
+        """
+        if self.is_pinned and {t.name for t in tables} & set(PINNED_TABLES):
+            raise UserError(f"{self.uri}: a store read as of an earlier version cannot be written to")
+        check_batch(tables, source)
+        if OUTCOMES in tables:
+            self._check_outcomes_have_prompts(tables[OUTCOMES], tables.get(PROMPTS), source)
+        result = AppendResult({}, {})
+        for spec in sorted(tables, key=lambda s: s is OUTCOMES):  # prompts before the outcomes that need them
+            self._commit(spec, tables[spec], overwrite, source, result)
+        return result
+
+    def _commit(self, spec: TableSpec, tbl: pa.Table, overwrite: bool, source: str, result: AppendResult) -> None:
+        """Insert ``tbl``'s absent keys (or upsert, ``overwrite``) in one commit, starting over when a concurrent writer wins."""
+        dl = _delta()
+        props = dl.CommitProperties(custom_metadata={SOURCE_KEY: source[:500]})
+        first_differ = None
+        for attempt in range(MAX_ATTEMPTS):
+            dt = self._latest(spec)
+            todo, known, differ = (tbl, 0, 0) if overwrite or dt is None else self._drop_existing(spec, tbl, source, dt)
+            if first_differ is None:
+                first_differ = differ
+            result.added[spec.name], result.skipped[spec.name] = len(todo), known
+            result.changed[spec.name] = first_differ
+            result.raced[spec.name] = differ - first_differ  # keys another writer committed meanwhile, with other values
+            if not len(todo):
+                return
+            try:
+                if dt is None:  # no retry inside delta-rs: it would turn a lost creation into a blind append of the same keys
+                    dl.write_deltalake(
+                        self.table_uri(spec), todo, mode="error", partition_by=[spec.partition_by] if spec.partition_by else None,
+                        storage_options=self.storage_options, commit_properties=dl.CommitProperties(custom_metadata={SOURCE_KEY: source[:500]}, max_commit_retries=0),
+                    )
+                else:
+                    merge = dt.merge(todo, _merge_predicate(spec, todo), source_alias="s", target_alias="t", commit_properties=props)
+                    if overwrite:
+                        merge = merge.when_matched_update_all()
+                    merge.when_not_matched_insert_all().execute()
+            except (dl.exceptions.CommitFailedError, dl.exceptions.DeltaError) as exc:
+                if not _lost_to_another_writer(exc, dl):
+                    raise
+                if attempt == MAX_ATTEMPTS - 1:
+                    raise UserError(f"{source}: the {spec.name} table changed under each of {MAX_ATTEMPTS} attempts to commit; run it again (nothing of this batch's {spec.name} was written)") from exc
+                time.sleep(random.uniform(0.01, 0.05) * (attempt + 1))
+                continue
+            result.versions[spec.name] = 0 if dt is None else dt.version()  # a merge moves ``dt`` to the version it wrote
+            return
+
+    def _drop_existing(self, spec: TableSpec, tbl: pa.Table, source: str, dt) -> tuple[pa.Table, int, int]:
+        """``tbl`` without the keys ``dt`` holds (see :func:`drop_known`).
+
+        The stored keys of the partitions touched are read first, texts and values (large columns)
+        only when some key is stored already: appending new rows reads the key column alone.
+        """
+        partitions = None if spec.partition_by is None else pc.unique(tbl.column(spec.partition_by)).to_pylist()
+        first = spec.key[0]
+        stored = _scan(dt, spec, [first], partitions).column(first)
+        if not pc.any(pc.is_in(tbl.column(first), value_set=pc.unique(stored).cast(tbl.schema.field(first).type))).as_py():
+            return tbl, 0, 0
+        # no key filter pushed down: files written by delta-rs's MERGE hold string views that pyarrow cannot compare with strings
+        return drop_known(spec, tbl, _scan(dt, spec, compared_columns(spec), partitions).to_pandas(), source)
+
+    def _check_outcomes_have_prompts(self, o_tbl: pa.Table, p_tbl: pa.Table | None, source: str) -> None:
+        check_have_prompts(o_tbl, p_tbl, self.read_table(PROMPTS, ["sample_id"]).column("sample_id").to_pandas(), source)
+
+    # ------------------------------------------------------------------ housekeeping
+    @_storage_op
+    def compact(self, retain_hours: float = DEFAULT_RETAIN_HOURS) -> CompactResult:
+        """Merge each partition's small files into one, then vacuum the files that no version within ``retain_hours`` reads.
+
+        A partition is rewritten by a conditional replace (Delta's replaceWhere: remove its files, add
+        one), which Delta's conflict check fails if anyone changed that partition meanwhile; the
+        compaction then plans again on the new version. delta-rs's own OPTIMIZE is not used: its
+        commit does not notice a concurrent OPTIMIZE or update of the same files (measured: two at
+        once both commit, and every row is read twice). A reader of an older version keeps its files
+        for the retention period.
+        """
+        if self.is_pinned:
+            raise UserError(f"{self.uri}: a store read as of an earlier version cannot be compacted")
+        merged = vacuumed = 0
+        for spec in TABLES.values():
+            dt = self._latest(spec)
+            if dt is None:
+                continue
+            for part in _fragmented(dt, spec):
+                merged += self._rewrite(spec, part)
+            dt = self._latest(spec)
+            dt.create_checkpoint()  # readers load the log from here instead of replaying every commit
+            vacuumed += self._vacuum(spec, dt, retain_hours)
+        return CompactResult(merged, vacuumed)
+
+    def _vacuum(self, spec: TableSpec, dt, retain_hours: float) -> int:
+        """Delete the files removed from ``dt`` more than ``retain_hours`` ago; how many were still there.
+
+        delta-rs lists every removal older than the retention, deleted already or not (and commits a
+        vacuum for them again), so the files still present are checked first.
+        """
+        from harness.filesystem import pafs
+
+        candidates = dt.vacuum(retention_hours=int(retain_hours), dry_run=True, enforce_retention_duration=False)
+        if not candidates:
+            return 0
+        root = self.location.join(spec.name)
+        infos = self.location.fs.get_file_info([f"{root}/{rel}" for rel in candidates])
+        present = sum(i.type == pafs.FileType.File for i in infos)
+        if present:
+            try:
+                dt.vacuum(retention_hours=int(retain_hours), dry_run=False, enforce_retention_duration=False)
+            except FileNotFoundError:  # another vacuum deleted one first
+                pass
+        return present
+
+    def _rewrite(self, spec: TableSpec, partition: str | None) -> int:
+        """Replace one partition's files by one file of the same rows; the number of files replaced (0: nothing to do any more)."""
+        dl = _delta()
+        props = dl.CommitProperties(custom_metadata={SOURCE_KEY: "data compact"})
+        where = f"{spec.partition_by} = {_sql_string(partition)}" if spec.partition_by else f"{spec.key[0]} IS NOT NULL"
+        for attempt in range(COMPACT_ATTEMPTS):
+            dt = self._latest(spec)
+            files = _fragmented(dt, spec).get(partition, 0)
+            if files < 2:
+                return 0  # another compaction got there first
+            rows = _scan(dt, spec, spec.schema.names, None if partition is None else [partition])
+            try:
+                dl.write_deltalake(
+                    dt, rows, mode="overwrite", predicate=where, partition_by=[spec.partition_by] if spec.partition_by else None, commit_properties=props
+                )
+                return files
+            except (dl.exceptions.CommitFailedError, dl.exceptions.DeltaError) as exc:
+                if not _lost_to_another_writer(exc, dl):
+                    raise
+        raise CompactionSkipped(f"{self.uri}: the {spec.name} table kept changing while compacting (other writers or compacts); nothing to do now")
+
+
+def _fragmented(dt, spec: TableSpec) -> dict[str | None, int]:
+    """Partitions (None: the unpartitioned table) held in more than one file, and their file counts."""
+    actions = dt.get_add_actions(flatten=True)
+    if spec.partition_by is None:
+        n = actions.num_rows
+        return {None: n} if n > 1 else {}
+    counts = pd.Series(pa.table(actions).column(f"partition.{spec.partition_by}").to_pylist()).value_counts()
+    return {str(k): int(v) for k, v in counts.items() if v > 1}
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def _first_of(metrics: dict[str, Any], *names: str) -> int | None:
+    for n in names:
+        if metrics.get(n) is not None:
+            return int(metrics[n])
+    return None
+
+
+def _lost_to_another_writer(exc: Exception, dl) -> bool:
+    """A commit that lost to a concurrent one (or a table another writer created meanwhile): read again and retry.
+
+    delta-rs itself retries a commit whose version another writer took, when what that writer
+    changed does not overlap what this one read; what reaches us overlaps.
+    """
+    text = str(exc).lower()
+    return isinstance(exc, dl.exceptions.CommitFailedError) or "concurrent" in text or "already exists" in text
+
+
+def _sql_string(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _merge_predicate(spec: TableSpec, todo: pa.Table) -> str:
+    """Match on the key within the partitions ``todo`` writes: Delta's conflict check then watches only those."""
+    pred = " AND ".join(f"t.{k} = s.{k}" for k in spec.key)
+    if spec.partition_by:
+        values = pc.unique(todo.column(spec.partition_by)).to_pylist()
+        pred += f" AND t.{spec.partition_by} IN ({', '.join(_sql_string(v) for v in values)})"
+    return pred
+
+
+def _scan(dt, table: TableSpec, columns: list[str], partitions: Iterable[str] | None) -> pa.Table:
+    """Columns of ``dt``, of the files of ``partitions`` only (the others are not opened)."""
+    if partitions is None:
+        return dt.to_pyarrow_dataset().to_table(columns=columns)
+    if table.partition_by is None:
+        raise ValueError(f"the {table.name} table has no partitions")
+    values = list(partitions)
+    if not values:
+        return table.schema.empty_table().select(columns)
+    return dt.to_pyarrow_dataset(file_pruning_predicate=[(table.partition_by, "in", values)]).to_table(columns=columns)
+
+
+def _version_time(dt, version: int) -> datetime:
+    for h in dt.history():
+        if int(h["version"]) == version:
+            return datetime.fromtimestamp(int(h["timestamp"]) / 1000, tz=timezone.utc)
+    raise UserError(f"version {version} is not in the history of {dt.table_uri}")
+
+
+def _version_at(dt, when: datetime) -> int | None:
+    """The last version of ``dt`` committed at or before ``when`` (None: none was, or no table)."""
+    if dt is None:
+        return None
+    cutoff = when.timestamp() * 1000
+    versions = [int(h["version"]) for h in dt.history() if int(h["timestamp"]) <= cutoff]
+    return max(versions) if versions else None
 
 
 def default_store_uri() -> str:

@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from urllib.parse import parse_qs, urlsplit
 
 import pyarrow.fs as pafs
 
@@ -44,6 +45,42 @@ def resolve(uri: str | os.PathLike) -> Location:
     except (pafs.ArrowInvalid, OSError, ValueError) as exc:  # type: ignore[attr-defined]
         raise UserError(f"cannot open '{text}': {_first_line(exc)}") from exc
     return Location(fs, path)
+
+
+def delta_location(uri: str, location: Location) -> tuple[str, dict[str, str]]:
+    """The root URI and storage options under which deltalake (delta-rs) finds the store at ``uri``.
+
+    pyarrow takes an S3 endpoint and keys in the URI's query (``?endpoint_override=…&scheme=http``);
+    delta-rs takes them as storage options. Keys given nowhere come from the environment, as for
+    pyarrow. Commits on S3 use conditional puts (``If-None-Match``), so two writers never both
+    create one version; set ``AWS_S3_LOCKING_PROVIDER`` to use a DynamoDB lock instead.
+    """
+    if location.is_local:
+        return location.path, {}
+    parts = urlsplit(uri)
+    query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+    root = f"{parts.scheme}://{parts.netloc}{parts.path}".rstrip("/")
+    if parts.scheme != "s3":
+        return root, query
+    options: dict[str, str] = {}
+    if "endpoint_override" in query:
+        scheme = query.get("scheme", "https")
+        options["AWS_ENDPOINT_URL"] = f"{scheme}://{query['endpoint_override']}"
+        if scheme == "http":
+            options["AWS_ALLOW_HTTP"] = "true"
+    region = query.get("region") or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    if region:
+        options["AWS_REGION"] = region
+    for ours, theirs in (("access_key", "AWS_ACCESS_KEY_ID"), ("secret_key", "AWS_SECRET_ACCESS_KEY"), ("session_token", "AWS_SESSION_TOKEN")):
+        if ours in query:
+            options[theirs] = query[ours]
+    if not os.environ.get("AWS_S3_LOCKING_PROVIDER"):
+        options["conditional_put"] = "etag"
+    return root, options
+
+
+def is_directory(location: Location, rel: str) -> bool:
+    return location.fs.get_file_info(location.join(rel)).type == pafs.FileType.Directory
 
 
 def _first_line(exc: BaseException) -> str:

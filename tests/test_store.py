@@ -1,4 +1,4 @@
-"""The outcome store on real Parquet files: appends, keys, atomicity, concurrency, matrices."""
+"""The outcome store on real Delta tables: appends, keys, atomicity, concurrency, matrices."""
 
 from __future__ import annotations
 
@@ -14,8 +14,9 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
+from deltalake import DeltaTable
 
-from harness.dataset import COMMITS_DIR, Store
+from harness.dataset import OUTCOMES, PROMPTS, Store
 from harness.errors import UserError
 from harness.importers import load_sources
 
@@ -39,7 +40,7 @@ def test_append_and_read_back(tmp_path: Path) -> None:
     assert got["created_at"].notna().all()
     # partitioned by model: one directory per model, names quoted
     dirs = sorted(p.name for p in (tmp_path / "s" / "outcomes").iterdir())
-    assert dirs == ["model=m1", "model=m2"]
+    assert dirs == ["_delta_log", "model=m1", "model=m2"]
 
 
 def test_model_names_with_slashes_get_their_own_partition(tmp_path: Path) -> None:
@@ -65,7 +66,7 @@ def test_nothing_to_add_writes_no_commit(tmp_path: Path) -> None:
     store = Store(tmp_path / "s")
     store.append(prompts(["a"]), outcomes(["a"], "m1"))
     res = store.append(prompts(["a"]), outcomes(["a"], "m1"))
-    assert res.commit is None and len(store.commits()) == 1
+    assert res.commit is None and len(store.history()) == 2  # prompts v0 and outcomes v0, nothing since
 
 
 @pytest.mark.parametrize(
@@ -99,14 +100,15 @@ def test_a_prompt_that_changed_text_is_an_error(tmp_path: Path) -> None:
 
 
 def test_uncommitted_files_are_invisible(tmp_path: Path) -> None:
-    """What a crash between writing data and writing the commit leaves behind is ignored."""
+    """What a crash between writing data and committing leaves behind is ignored, by us and by other Delta readers."""
     store = Store(tmp_path / "s")
     store.append(prompts(["a"]), outcomes(["a"], "m1"))
     stray = tmp_path / "s" / "outcomes" / "model=m9" / "part-crashed.parquet"
     stray.parent.mkdir(parents=True)
     pq.write_table(pq.read_table(next((tmp_path / "s" / "outcomes" / "model=m1").glob("*.parquet"))), stray)
-    (tmp_path / "s" / COMMITS_DIR / "999.json.tmp-abc").write_text("{half a commit")
+    (tmp_path / "s" / "outcomes" / "_delta_log" / "_commit_half.json.tmp").write_text("{half a commit")
     assert store.models() == ["m1"] and len(Store(tmp_path / "s").outcomes()) == 1
+    assert len(DeltaTable(str(tmp_path / "s" / "outcomes")).to_pandas()) == 1
 
 
 def _append_model(root: str, model: str, n: int) -> None:
@@ -133,16 +135,21 @@ def test_concurrent_writers_lose_nothing(tmp_path: Path) -> None:
 
 def test_compact_keeps_rows_and_latest_values(tmp_path: Path) -> None:
     store = Store(tmp_path / "s")
-    store.append(prompts(["a", "b"]))
-    store.append(outcomes=outcomes(["a", "b"], "m1", 1.0))
-    store.append(outcomes=outcomes(["a"], "m1", 0.5), overwrite=True)
+    store.append(prompts(["a", "b", "c"]))
+    for sid in "abc":  # three small files
+        store.append(outcomes=outcomes([sid], "m1", 1.0))
+    store.append(outcomes=outcomes(["a"], "m1", 0.5), overwrite=True)  # rewrites a's file
     store.append(outcomes=outcomes(["a"], "m2"))
     before = store.outcomes().sort_values(["sample_id", "model"], ignore_index=True)
-    assert store.compact() == 4
+    kept = store.compact()  # the default retention keeps every file a reader of the last 7 days may use
+    assert kept.files_merged == 3 and kept.files_vacuumed == 0
+    assert len(list((tmp_path / "s").rglob("part-*.parquet"))) == 7
+    versions = Store(tmp_path / "s").versions()
+    assert store.compact(retain_hours=0).files_vacuumed == 4  # m1's three merged files and the one the overwrite replaced
     after = Store(tmp_path / "s")
-    assert len(after.commits()) == 1
+    assert {"VACUUM START", "VACUUM END"} <= set(after.history()["operation"]) and after.versions()["outcomes"] > versions["outcomes"]
     pd.testing.assert_frame_equal(after.outcomes().sort_values(["sample_id", "model"], ignore_index=True), before)
-    files = list((tmp_path / "s").rglob("*.parquet"))
+    files = list((tmp_path / "s").rglob("part-*.parquet"))
     assert len(files) == 3  # prompts + two model partitions, old files removed
 
 
@@ -228,9 +235,8 @@ def run_at_once(tmp_path: Path, *commands: list[str]) -> list[subprocess.Complet
 
 
 def live_rows(store: Store, table: str = "outcomes") -> pd.DataFrame:
-    """Every row of the live data files, before the readers' deduplication."""
-    files = store.files(table)
-    return pd.concat([pq.read_table(os.path.join(store.uri, f.path)).to_pandas() for f in files], ignore_index=True)
+    """Every row of the table's latest version as another Delta reader sees it (not through our code)."""
+    return DeltaTable(store.table_uri(OUTCOMES if table == "outcomes" else PROMPTS)).to_pandas()
 
 
 def race_file(path: Path, ids: list[str], score: float, cost: float) -> Path:
@@ -277,23 +283,28 @@ def test_two_processes_appending_the_same_keys_keep_the_first_and_the_other_says
 
 def test_a_writer_that_loses_the_race_keeps_the_first_writers_values(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The interleaving the two-process test can only hope for, forced: writer B commits the same
-    keys after writer A has checked the store and before A commits."""
+    keys after writer A has read the stored keys and before A commits; Delta fails A's commit and A
+    starts over from B's version."""
     ids = [f"r{i:03d}" for i in range(10)]
     batches = {s: load_sources([str(race_file(tmp_path / f"{s}.csv", ids, s, 0.1))]) for s in (1.0, 0.0)}
     a, b = Store(tmp_path / "store"), Store(tmp_path / "store")
-    write = Store._write_tables
+    seed = race_file(tmp_path / "seed.csv", ["seed"], 0.5, 0.1)  # the prompts and both models' partitions exist: the race is on the outcomes
+    seeded = load_sources([str(seed)])
+    a.append(seeded.prompts, seeded.outcomes)
+    check = Store._drop_existing
     calls = []
 
-    def b_commits_first(self: Store, tables):  # noqa: ANN001
-        if self is a and not calls:
-            calls.append(b.append(batches[0.0].prompts, batches[0.0].outcomes, source="writer B"))
-        return write(self, tables)
+    def b_commits_first(self: Store, spec, tbl, source, dt):  # noqa: ANN001
+        checked = check(self, spec, tbl, source, dt)
+        if self is a and spec is OUTCOMES and not calls:
+            calls.append(b.append(outcomes=batches[0.0].outcomes, source="writer B"))
+        return checked
 
-    monkeypatch.setattr(Store, "_write_tables", b_commits_first)
+    monkeypatch.setattr(Store, "_drop_existing", b_commits_first)
     result = a.append(batches[1.0].prompts, batches[1.0].outcomes, source="writer A")
     assert calls[0].outcomes_added == 20 and result.outcomes_added == 0
     assert result.outcomes_raced == 20 and result.outcomes_skipped == 20
-    rows = live_rows(Store(tmp_path / "store"))
+    rows = live_rows(Store(tmp_path / "store")).query("sample_id != 'seed'")
     assert len(rows) == 20 and (rows["score"] == 0.0).all()  # B's, the first to commit
 
 
@@ -304,8 +315,9 @@ def test_concurrent_compacts_and_an_append_lose_nothing(tmp_path: Path) -> None:
     store.append(prompts(ids))
     extra = pd.DataFrame({"sample_id": ids, "model": "late", "score": 0.5, "cost_usd": 0.125})
     for rnd in range(4):
-        for k in range(3):  # new commits to compact, one overwriting
-            store.append(outcomes=outcomes(ids[k::3], f"m{rnd}-{k}", score=0.25 * k))
+        for k in range(3):  # small files to compact, one partition overwritten
+            for part in (ids[k:20:3], ids[20 + k :: 3]):
+                store.append(outcomes=outcomes(part, f"m{rnd}-{k}", score=0.25 * k))
         store.append(outcomes=outcomes(ids[:5], "m0-0", score=0.75), overwrite=True)
         before = Store(store_dir).outcomes().sort_values(["sample_id", "model"], ignore_index=True)
         late = tmp_path / f"late{rnd}.csv"
@@ -325,7 +337,4 @@ def test_concurrent_compacts_and_an_append_lose_nothing(tmp_path: Path) -> None:
         pd.testing.assert_frame_equal(got, expected)
         assert len(got[got["model"] == f"late-{rnd}"]) == 40
         assert not live_rows(after).duplicated(["sample_id", "model"]).any()
-        # no file left behind that no live commit lists
-        listed = {os.path.normpath(os.path.join(store_dir, f.path)) for c in after.commits() for f in c.files}
-        assert {str(p) for p in store_dir.rglob("*.parquet")} == listed
-        assert len(list((store_dir / COMMITS_DIR).glob("*.json"))) == len(after.commits()) <= 2
+        assert after.history()["source"].eq("data compact").sum() >= rnd + 1
