@@ -138,7 +138,7 @@ def test_an_outcomes_file_of_another_model_is_not_mixed(config_file: Path, tmp_p
 @pytest.mark.parametrize(
     ("name", "content", "message"),
     [
-        ("p.jsonl", '{"sample_id": "a", "prompt": "x"}\n{"sample_id": "b", "prompt": \n', "line 2 is not valid JSON"),
+        ("p.jsonl", '{"sample_id": "a", "prompt": "x"}\n{"sample_id": "b", "prompt": \n', r"p.jsonl:2: not valid JSON"),
         ("p.jsonl", '{"sample_id": "a"}\n', "missing column 'prompt'"),
         ("p.jsonl", '{"sample_id": "a", "prompt": "x"}\n{"sample_id": "a", "prompt": "y"}\n', "sample_id 'a' appears more than once"),
         ("p.jsonl", '{"sample_id": "a", "prompt": ""}\n', "sample 'a' has an empty or non-text prompt"),

@@ -46,22 +46,6 @@ def read_json(path: Path, what: str):  # noqa: ANN201
         raise UserError(f"{path.name}: cannot read {what} as JSON ({type(exc).__name__}: {exc})") from exc
 
 
-def read_jsonl(path: Path, what: str) -> list[dict]:
-    rows = []
-    with open(path, encoding="utf-8") as fh:
-        for i, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                doc = json.loads(line)
-            except ValueError as exc:
-                raise UserError(f"{path.name}: line {i} is not JSON ({exc}); expected {what}") from exc
-            if not isinstance(doc, dict):
-                raise UserError(f"{path.name}: line {i} is not a JSON object; expected {what}")
-            rows.append(doc)
-    return rows
-
-
 def require_keys(row: dict, keys: tuple[str, ...], path: Path, where: str) -> None:
     missing = [k for k in keys if k not in row]
     if missing:

@@ -28,7 +28,8 @@ import pandas as pd
 
 from harness.errors import UserError
 from harness.formats import Format, ImportOptions
-from harness.formats._common import first_json_line, prompt_table, read_jsonl, require_keys, true_false
+from harness.formats._common import first_json_line, prompt_table, require_keys, true_false
+from harness.jsonl import read_jsonl
 from harness.formats.pricing import TOKENIZER, price_outcomes
 
 SET = "routellm"

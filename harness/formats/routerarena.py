@@ -24,7 +24,8 @@ import pandas as pd
 from harness.errors import UserError
 from harness.families import FAMILY_PREFIXES, canonical_task
 from harness.formats import Format, ImportOptions
-from harness.formats._common import first_json_line, prompt_table, read_json, read_jsonl, require_keys
+from harness.formats._common import first_json_line, prompt_table, read_json, require_keys
+from harness.jsonl import read_jsonl
 from harness.formats.pricing import price_outcomes
 
 SET = "routerarena"

@@ -3,7 +3,6 @@ optionally ``max_tokens``) or the store's prompts of some task families."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -11,25 +10,14 @@ import pandas as pd
 
 from harness.errors import UserError
 from harness.generation.base import Request
+from harness.jsonl import read_jsonl
 from harness.registry import Registry
 
 REQUIRED = ("sample_id", "prompt")
 
 
 def _read_jsonl(path: Path) -> pd.DataFrame:
-    rows = []
-    with path.open(encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except ValueError as exc:
-                raise UserError(f"{path}: line {n} is not valid JSON ({exc.msg})") from None
-            if not isinstance(row, dict):
-                raise UserError(f"{path}: line {n} must be a JSON object with sample_id and prompt")
-            rows.append(row)
-    return pd.DataFrame(rows)
+    return pd.DataFrame(read_jsonl(path, "objects with sample_id and prompt"))
 
 
 def _read_csv(path: Path) -> pd.DataFrame:

@@ -27,6 +27,7 @@ from typing import Callable, Sequence
 
 from harness.errors import UserError
 from harness.grading.base import Grade, Grader, failed
+from harness.jsonl import read_jsonl
 
 Messages = list[dict[str, str]]
 Complete = Callable[[Messages], str]
@@ -58,18 +59,12 @@ class JudgePrompt:
 def load_judge_prompts(path: str | Path) -> dict[str, JudgePrompt]:
     """MT-Bench's ``judge_prompts.jsonl``: the single-answer prompts by name."""
     prompts: dict[str, JudgePrompt] = {}
-    try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise UserError(f"{path}: cannot read judge prompts ({exc.strerror or exc})") from exc
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
+    for n, doc in enumerate(read_jsonl(path, "judge prompts"), 1):
+        if doc.get("type") != "single":
             continue
         try:
-            doc = json.loads(line)
-            if doc.get("type") == "single":
-                prompts[doc["name"]] = JudgePrompt(doc["name"], doc["system_prompt"], doc["prompt_template"])
-        except (ValueError, KeyError, TypeError) as exc:
+            prompts[doc["name"]] = JudgePrompt(doc["name"], doc["system_prompt"], doc["prompt_template"])
+        except (KeyError, TypeError) as exc:
             raise UserError(f"{path}:{n}: not a judge prompt record ({exc})") from None
     if not prompts:
         raise UserError(f"{path}: no single-answer judge prompts (type 'single')")

@@ -18,7 +18,8 @@ import pandas as pd
 
 from harness.errors import UserError
 from harness.tasks import mc_format
-from harness.tasks.base import LoadedSet, files_in, need, pick_shots, read_jsonl
+from harness.jsonl import read_jsonl
+from harness.tasks.base import LoadedSet, files_in, need, pick_shots
 from harness.tasks.multiple_choice import MultipleChoiceFamily, mc_meta
 from harness.tasks.routerbench_source import gold_from_scores, is_routerbench_source
 

@@ -113,22 +113,6 @@ def finalize(rows: pd.DataFrame, source: Path) -> pd.DataFrame:
     return out[["sample_id", "task", "task_family", "prompt", "prompt_original", "gold", "meta"]]
 
 
-def read_jsonl(path: Path) -> list[dict]:
-    """One JSON object per line; a bad line is a one-line error naming the file and line."""
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise UserError(f"{path}: cannot read ({exc.strerror or exc})") from exc
-    out = []
-    for n, line in enumerate(lines, 1):
-        if line.strip():
-            try:
-                out.append(json.loads(line))
-            except ValueError as exc:
-                raise UserError(f"{path}:{n}: not valid JSON ({exc.msg})") from None
-    return out
-
-
 def need(record: Mapping, keys: tuple[str, ...], where: str) -> None:
     """Fail with the file and record when a source record lacks a field."""
     for key in keys:

@@ -16,7 +16,8 @@ import pandas as pd
 from harness.errors import UserError
 from harness.grading.base import parse_meta
 from harness.tasks import prompt_match
-from harness.tasks.base import LoadedSet, TaskFamily, exemplars, files_in, need, pick_shots, read_jsonl
+from harness.jsonl import read_jsonl
+from harness.tasks.base import LoadedSet, TaskFamily, exemplars, files_in, need, pick_shots
 
 TASK = "grade-school-math"
 

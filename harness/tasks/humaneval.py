@@ -9,8 +9,6 @@ HumanEval has no few-shot format, so k-shot renders as 0-shot.
 
 from __future__ import annotations
 
-import gzip
-import json
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -18,6 +16,7 @@ from typing import Any
 import pandas as pd
 
 from harness.errors import UserError
+from harness.jsonl import read_jsonl
 from harness.tasks import mc_format, prompt_match
 from harness.tasks.base import LoadedSet, TaskFamily, need
 
@@ -36,12 +35,7 @@ def _source_file(source: Path) -> Path:
 
 
 def _records(path: Path) -> list[dict]:
-    opener = gzip.open if path.suffix == ".gz" else open
-    try:
-        with opener(path, "rt", encoding="utf-8") as f:  # type: ignore[operator]
-            return [json.loads(line) for line in f if line.strip()]
-    except (OSError, ValueError) as exc:
-        raise UserError(f"{path}: cannot read HumanEval records ({exc})") from exc
+    return read_jsonl(path, "HumanEval records")
 
 
 class HumanEval(TaskFamily):

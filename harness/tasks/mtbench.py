@@ -20,7 +20,8 @@ from harness.errors import UserError
 from harness.grading.base import parse_meta
 from harness.grading.judge import REFERENCE_CATEGORIES, load_judge_prompts
 from harness.tasks import prompt_match
-from harness.tasks.base import LoadedSet, Messages, TaskFamily, need, read_jsonl
+from harness.jsonl import read_jsonl
+from harness.tasks.base import LoadedSet, Messages, TaskFamily, need
 
 REFERENCE_FILES = ("reference_answer_gpt-4.jsonl", "reference_answer/gpt-4.jsonl")
 
