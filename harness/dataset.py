@@ -367,10 +367,11 @@ class StoreReader:
         outcomes["cost_source"] = effective_cost_source(outcomes)
         sources = outcomes.groupby("model")["cost_source"].agg(lambda s: ", ".join(f"{k} {v}" if s.nunique() > 1 else str(k) for k, v in s.value_counts().items()))
         families = sorted(prompts["task_family"].unique())
+        per_family = prompts["task_family"].value_counts().reindex(families)
         if outcomes.empty:
-            return StoreSummary(prompts["task_family"].value_counts().reindex(families), pd.DataFrame(columns=families, dtype=int), sources)
+            return StoreSummary(per_family, pd.DataFrame(columns=families, dtype=int), sources)
         counts = outcomes.pivot_table(index="model", columns="task_family", values="sample_id", aggfunc="count", fill_value=0).reindex(columns=families, fill_value=0)
-        return StoreSummary(prompts["task_family"].value_counts().reindex(families), counts, sources)
+        return StoreSummary(per_family, counts, sources)
 
     def prompts(self, columns: list[str] | None = None, families: Iterable[str] | None = None) -> pd.DataFrame:
         df = self.read_table(PROMPTS, None if columns is None else list(dict.fromkeys([*columns, "task_family"]))).to_pandas()
@@ -577,19 +578,20 @@ class Store(StoreReader):
     def read_table(self, table: TableSpec, columns: list[str] | None = None, partitions: Iterable[str] | None = None) -> pa.Table:
         """A table's rows as Arrow (``partitions``: values of its partition column to read)."""
         wanted = list(table.schema.names if columns is None else columns)
-        for attempt in range(2):
+        retry = not (table.name in PINNED_TABLES and self.is_pinned)  # the latest version's files, vacuumed (retention 0) a moment ago
+        while True:
             dt = self._table(table)
             if dt is None:
                 return table.schema.empty_table().select(wanted)
             try:
                 return _scan(dt, table, wanted, partitions)
-            except FileNotFoundError as exc:  # vacuumed: an old version's files, or (retention 0) the latest's a moment ago
-                if table.name in PINNED_TABLES and self.is_pinned or attempt:
+            except FileNotFoundError as exc:
+                if not retry:
                     raise UserError(
                         f"{self.uri}: cannot read version {dt.version()} of the {table.name} table: its files were vacuumed "
                         f"(`data compact` keeps them --retain-hours, default 168) ({_first_line(exc)})"
                     ) from exc
-        raise AssertionError("unreachable")
+                retry = False
 
     # ------------------------------------------------------------------ writing
     @_storage_op
@@ -612,7 +614,7 @@ class Store(StoreReader):
     def _commit(self, spec: TableSpec, tbl: pa.Table, overwrite: bool, source: str, result: AppendResult) -> None:
         """Insert ``tbl``'s absent keys (or upsert, ``overwrite``) in one commit, starting over when a concurrent writer wins."""
         dl = _delta()
-        props = dl.CommitProperties(custom_metadata={SOURCE_KEY: source[:500]})
+        meta = {SOURCE_KEY: source[:500]}
         first_differ = None
         for attempt in range(MAX_ATTEMPTS):
             dt = self._latest(spec)
@@ -628,10 +630,10 @@ class Store(StoreReader):
                 if dt is None:  # no retry inside delta-rs: it would turn a lost creation into a blind append of the same keys
                     dl.write_deltalake(
                         self.table_uri(spec), todo, mode="error", partition_by=[spec.partition_by] if spec.partition_by else None,
-                        storage_options=self.storage_options, commit_properties=dl.CommitProperties(custom_metadata={SOURCE_KEY: source[:500]}, max_commit_retries=0),
+                        storage_options=self.storage_options, commit_properties=dl.CommitProperties(custom_metadata=meta, max_commit_retries=0),
                     )
                 else:
-                    merge = dt.merge(todo, _merge_predicate(spec, todo), source_alias="s", target_alias="t", commit_properties=props)
+                    merge = dt.merge(todo, _merge_predicate(spec, todo), source_alias="s", target_alias="t", commit_properties=dl.CommitProperties(custom_metadata=meta))
                     if overwrite:
                         merge = merge.when_matched_update_all()
                     merge.when_not_matched_insert_all().execute()

@@ -6,12 +6,14 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
 from harness.cli import app
 from harness.dataset import EMBEDDINGS, OUTCOMES, PROMPTS, Store
+from harness.embeddings import _embedding_rows
 from harness.errors import UserError
 from harness.importers import load_sources
 from harness.legacy_store import LegacyStore
@@ -125,7 +127,8 @@ def test_a_store_of_the_old_layout_is_named_and_migrates_identically(tmp_path: P
     legacy.append(batch.prompts, batch.outcomes, source="mbpp")
     first = batch.outcomes.iloc[:5].assign(score=0.0)
     legacy.append(outcomes=first, overwrite=True)  # a superseded value the old readers hide
-    legacy.append_tables({EMBEDDINGS: _embedding_rows(3)}, source="embeddings")
+    toy = np.arange(12, dtype=np.float32).reshape(3, 4)
+    legacy.append_tables({EMBEDDINGS: _embedding_rows(np.array([f"{i:064x}" for i in range(3)]), "toy", toy)}, source="embeddings")
     with pytest.raises(UserError, match="layout before Delta Lake; convert it with `routerbench data migrate"):
         Store(old).outcomes()
 
@@ -146,23 +149,6 @@ def test_a_store_of_the_old_layout_is_named_and_migrates_identically(tmp_path: P
     spec = EvalSpec(routers=("llm", "oracle", "random", "cascade"), bootstrap=10)
     got = [evaluate(s, spec, parallel=False).points.sort_values(["router", "config"], ignore_index=True) for s in (legacy, migrated)]
     pd.testing.assert_frame_equal(got[0], got[1])
-
-
-def _embedding_rows(n: int):
-    import numpy as np
-    import pyarrow as pa
-
-    from harness.dataset import EMBEDDING_SCHEMA
-
-    return pa.Table.from_pydict(
-        {
-            "text_sha256": [f"{i:064x}" for i in range(n)],
-            "embedder": ["toy"] * n,
-            "vector": [np.full(4, i, dtype=np.float32).tolist() for i in range(n)],
-            "created_at": [pd.Timestamp("2026-01-01", tz="UTC")] * n,
-        },
-        schema=EMBEDDING_SCHEMA,
-    )
 
 
 def test_compact_keeps_old_versions_readable_for_the_retention_period(tmp_path: Path) -> None:
