@@ -66,35 +66,45 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def ray_head(tmp_path_factory: pytest.TempPathFactory):
-    """A real Ray head on 127.0.0.1 for `ray job submit`, started from this environment (so a job's
-    `routerbench` is this checkout's) with token auth off (Ray 2.60 turns it on by default)."""
-    import shutil
+def start_ray_head(temp_dir: str, num_cpus: int = 2, resources: str = '{"sandbox": 2}', extra_env: dict | None = None) -> dict:
+    """`ray start --head` on 127.0.0.1 with its own ``--temp-dir`` and every port explicit (a local
+    Ray of this test session holds the defaults, e.g. the agent's 52365), from this environment (so
+    a job's `routerbench` is this checkout's), token auth off (Ray 2.60 turns it on by default).
+    Stop it with :func:`tests.ray_processes.stop_ray` on the same directory."""
     import subprocess
-    import tempfile
 
     bin_dir = Path(sys.executable).parent
     ray_cli = bin_dir / "ray"
     if not ray_cli.exists():
         pytest.skip("the ray CLI is not installed next to this Python")
-    temp_dir = tempfile.mkdtemp(prefix="rbh-", dir="/tmp")  # Ray's socket paths must stay short
-    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "RAY_AUTH_MODE": "disabled"}
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "RAY_AUTH_MODE": "disabled", **(extra_env or {})}
     gcs, dashboard = free_port(), free_port()
-    # Every port explicit: a local Ray of this test session holds the defaults (e.g. the agent's 52365).
     start = [
         str(ray_cli), "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(gcs),
         "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard), "--include-dashboard=true",
         "--dashboard-agent-listen-port", str(free_port()), "--dashboard-agent-grpc-port", str(free_port()),
         "--metrics-export-port", str(free_port()), "--runtime-env-agent-port", str(free_port()),
-        "--disable-usage-stats", "--num-cpus", "2", "--resources", '{"sandbox": 2}', "--temp-dir", temp_dir,
+        "--ray-client-server-port", str(free_port()),
+        "--disable-usage-stats", "--num-cpus", str(num_cpus), "--resources", resources, "--temp-dir", temp_dir,
     ]  # fmt: skip
     subprocess.run(start, env=env, check=True, capture_output=True, timeout=180)
     address = f"http://127.0.0.1:{dashboard}"
+    return {"address": address, "gcs": f"127.0.0.1:{gcs}", "env": {**env, "RAY_ADDRESS": address}, "ray": str(ray_cli), "temp_dir": temp_dir}
+
+
+@pytest.fixture(scope="session")
+def ray_head():
+    """A real Ray head on 127.0.0.1 for `ray job submit` (:func:`start_ray_head`)."""
+    import shutil
+    import tempfile
+
+    from tests.ray_processes import stop_ray
+
+    temp_dir = tempfile.mkdtemp(prefix="rbh-", dir="/tmp")  # Ray's socket paths must stay short
     try:
-        yield {"address": address, "env": {**env, "RAY_ADDRESS": address}, "ray": str(ray_cli)}
+        yield start_ray_head(temp_dir)
     finally:
-        subprocess.run([str(ray_cli), "stop", "--force"], env=env, capture_output=True, timeout=120)
+        stop_ray(temp_dir)  # this head's processes only: `ray stop` would end every Ray on the machine
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 

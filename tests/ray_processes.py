@@ -1,0 +1,58 @@
+"""Stop a Ray that a test started, and nothing else.
+
+``ray stop --force`` (and ``ray.cluster_utils.AutoscalingCluster.shutdown``) ends every Ray process
+on the machine: another test's local Ray, a user's own cluster. A test's Ray is instead found by
+its own ``--temp-dir``: its daemons name that directory on their command line, the ones that do
+not (Ray's client server) name a node id whose port files lie in it, and workers, agents and job
+drivers are their descendants.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import psutil
+
+_NODE_FILE = re.compile(r"_port_([0-9a-f]{56})$")
+
+
+def node_ids(temp_dir: str | Path) -> set[str]:
+    """Ids of the nodes whose session lies under ``temp_dir`` (from the port files Ray writes there)."""
+    return {m.group(1) for f in Path(temp_dir).glob("session_*/*_port_*") if (m := _NODE_FILE.search(f.name))}
+
+
+def ray_processes(temp_dir: str | Path) -> list[psutil.Process]:
+    """The processes of the Ray started with ``--temp-dir temp_dir``: roots and all their descendants."""
+    marks = {str(temp_dir), *node_ids(temp_dir)}
+    me = psutil.Process()
+    spared = {me.pid, *(p.pid for p in me.parents())}  # a shell that merely names the directory
+    found: dict[int, psutil.Process] = {}
+    for proc in psutil.process_iter(["cmdline"]):
+        cmdline = proc.info["cmdline"] or []
+        if proc.pid not in spared and any(mark in arg for arg in cmdline for mark in marks):
+            found[proc.pid] = proc
+            try:
+                found.update({child.pid: child for child in proc.children(recursive=True)})
+            except psutil.Error:
+                pass
+    return [p for pid, p in found.items() if pid not in spared]
+
+
+def stop_ray(temp_dir: str | Path, grace_s: float = 10.0) -> int:
+    """SIGTERM the Ray under ``temp_dir``, SIGKILL what is left after ``grace_s``; returns how many
+    processes it stopped."""
+    procs = ray_processes(temp_dir)
+    for proc in procs:
+        try:
+            proc.terminate()
+        except psutil.Error:
+            pass
+    _, alive = psutil.wait_procs(procs, timeout=grace_s)
+    for proc in alive:
+        try:
+            proc.kill()
+        except psutil.Error:
+            pass
+    psutil.wait_procs(alive, timeout=grace_s)
+    return len(procs)
