@@ -12,16 +12,13 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Literal
-
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from harness.errors import UserError
+from harness.providers import ENGINES, engine_class
 
-Provider = Literal["vllm", "openai", "anthropic", "openai_compatible", "llama_cpp"]
-SELF_HOSTED: tuple[str, ...] = ("vllm", "llama_cpp")
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _SECRET_FIELDS = ("api_key_env",)  # values never echoed in error messages
@@ -106,7 +103,7 @@ class Chat(_Strict):
 
 class ModelConfig(_Strict):
     name: str = Field(min_length=1)
-    provider: Provider
+    provider: str  # a name in harness.providers.ENGINES (built-in or an entry-point plug-in)
     model: str = Field(min_length=1)
     base_url: str | None = None
     api_key_env: str | None = None
@@ -123,6 +120,13 @@ class ModelConfig(_Strict):
     # process, so no other process needs it in its environment. Not a field: never dumped or shown.
     _key: str | None = PrivateAttr(default=None)
 
+    @field_validator("provider")
+    @classmethod
+    def _known_provider(cls, value: str) -> str:
+        if value not in ENGINES:
+            raise ValueError(f"unknown provider; registered: {', '.join(ENGINES.names())}")
+        return value
+
     @field_validator("api_key_env")
     @classmethod
     def _names_a_variable(cls, value: str | None) -> str | None:
@@ -135,8 +139,8 @@ class ModelConfig(_Strict):
 
     @model_validator(mode="after")
     def _provider_needs(self) -> ModelConfig:
-        if self.provider == "openai_compatible" and not self.base_url:
-            raise _field_error(("base_url",), "provider openai_compatible needs base_url (the server's /v1 URL)", self.base_url)
+        if self.engine.needs_base_url and not self.base_url:
+            raise _field_error(("base_url",), f"provider {self.provider} needs base_url (the server's /v1 URL)", self.base_url)
         if self.limits.max_backoff_s < self.limits.backoff_s:
             raise _field_error(("limits", "max_backoff_s"), "must be at least limits.backoff_s", self.limits.max_backoff_s)
         if self.resources.tensor_parallel_size > 1 and self.resources.gpus < self.resources.tensor_parallel_size:
@@ -157,8 +161,13 @@ class ModelConfig(_Strict):
             raise UserError(f"{self.source or self.name}: field 'chat.template': cannot read {path} ({exc.strerror or exc})") from None
 
     @property
+    def engine(self) -> type:
+        """The provider's engine class (:class:`harness.generation.base.Engine`): it declares what the provider needs."""
+        return engine_class(self.provider)
+
+    @property
     def self_hosted(self) -> bool:
-        return self.provider in SELF_HOSTED
+        return bool(self.engine.self_hosted)
 
     def api_key(self) -> str | None:
         """The key this config holds (:meth:`holding_key`), else the one ``api_key_env`` names here."""

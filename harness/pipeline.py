@@ -239,14 +239,6 @@ def _outcome_rows(graded: pd.DataFrame, model: str) -> pd.DataFrame:
     )
 
 
-def _batch_size(config: ModelConfig, spec: ExtendSpec) -> int:
-    if spec.batch_size:
-        return spec.batch_size
-    if config.self_hosted and config.provider == "vllm":
-        return 256 * config.resources.replicas
-    return max(8, 4 * config.limits.max_concurrency * config.resources.replicas)
-
-
 def preflight(config: ModelConfig, spec: ExtendSpec, graders: set[str], address: str | None = None) -> tuple[ModelConfig, ExtendSpec]:
     """Fail here, in one line, on what would otherwise fail inside Ray: an unset key variable (of
     the model or the judge) and code grading without bubblewrap on this machine (a cluster's
@@ -287,7 +279,8 @@ def extend(
     ctx.execution_options.preserve_order = False
     logging.getLogger("ray.data").setLevel(logging.ERROR)
 
-    size = _batch_size(config, spec)
+    engine = config.engine
+    size = spec.batch_size or engine.batch_size(config)
     sandboxed = any(is_sandboxed(str(g)) for g in work["grader"].dropna().unique())
     # Code graders: on sandbox nodes, and with every key variable blanked (a cluster's nodes may hold keys).
     grade_args: dict[str, Any] = {"resources": {SANDBOX_RESOURCE: 1}, "runtime_env": keyless_runtime_env()} if sandboxed else {}
@@ -302,7 +295,7 @@ def extend(
             batch_format="pandas",
             # Two batches in flight on the one engine: no idle tail while a batch's last answers finish.
             compute=ray.data.ActorPoolStrategy(size=1, max_tasks_in_flight_per_actor=2, max_concurrent_calls_per_actor=2, enable_true_multi_threading=True),
-            num_cpus=0,
+            **engine.stage_resources(config),
             max_restarts=0,  # a restarted engine would answer a batch twice; failures are recorded instead
         )
     ds = ds.map_batches(grade_batch, fn_kwargs={"judge": spec.judge, "unsafe_sandbox": spec.unsafe_sandbox}, batch_size=size, batch_format="pandas", num_cpus=1, **grade_args)

@@ -63,3 +63,4 @@ class AnthropicProtocol(Protocol):
 
 class AnthropicEngine(ApiEngine):
     protocol = AnthropicProtocol
+    needs_key = True

@@ -64,7 +64,7 @@ class Secret:
 def api_key(config: ModelConfig) -> Secret:
     """The key from the variable ``api_key_env`` names; servers that need none get a placeholder."""
     if config.api_key_env is None:
-        if config.provider in ("openai", "anthropic") and not config.base_url:
+        if config.engine.needs_key and not config.base_url:
             raise UserError(f"{config.source or config.name}: field 'api_key_env': provider {config.provider} needs the name of the variable holding its key")
         return Secret(NO_KEY)
     value = config.holding_key().api_key()

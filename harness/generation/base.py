@@ -16,11 +16,11 @@ import json
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from harness.errors import UserError
 from harness.model_config import ModelConfig
-from harness.registry import Registry
+from harness.providers import engine_class
 
 #: Error kinds recorded in ``Result.error`` (and the store's ``error`` column as ``engine:<kind>``).
 ERROR_KINDS = (
@@ -100,7 +100,29 @@ def check_unique(requests: Iterable[Request]) -> list[Request]:
 
 class Engine(ABC):
     """Answers requests for one model config. Use as a context manager (or call :meth:`close`)
-    so that servers, actors and connections are released."""
+    so that servers, actors and connections are released.
+
+    A subclass registered in :data:`harness.providers.ENGINES` declares what its provider needs in
+    its class attributes; the pipeline, the config checks and cost accounting read them from here.
+    """
+
+    #: Runs on devices we pay for by the hour (cost = device time), not a provider's metered API.
+    self_hosted: ClassVar[bool] = False
+    #: The provider's own endpoint needs an API key (``api_key_env``) unless ``base_url`` points elsewhere.
+    needs_key: ClassVar[bool] = False
+    #: Only reachable at a ``base_url`` the config gives (a server of one's own).
+    needs_base_url: ClassVar[bool] = False
+
+    @classmethod
+    def batch_size(cls, config: ModelConfig) -> int:
+        """Prompts per generation batch: enough to keep every concurrent slot of every replica busy."""
+        return max(8, 4 * config.limits.max_concurrency * config.resources.replicas)
+
+    @classmethod
+    def stage_resources(cls, config: ModelConfig) -> dict[str, float]:
+        """Ray resources of the process that holds the engine (the pipeline's generate stage);
+        engines that start actors of their own (vLLM replicas, API callers) reserve there instead."""
+        return {"num_cpus": 0}
 
     def __init__(self, config: ModelConfig) -> None:
         self.config = config
@@ -125,18 +147,6 @@ class Engine(ABC):
         self.close()
 
 
-ENGINES: Registry = Registry("engine", entry_point_group="routerbench.engines")
-# Built-in engines load on first use, so importing the contract pulls in no SDK.
-for _provider, _spec in {
-    "openai": "harness.generation.openai_engine:OpenAIEngine",
-    "openai_compatible": "harness.generation.openai_engine:OpenAIEngine",
-    "anthropic": "harness.generation.anthropic_engine:AnthropicEngine",
-    "vllm": "harness.generation.vllm_engine:VLLMEngine",
-    "llama_cpp": "harness.generation.llama_cpp_engine:LlamaCppEngine",
-}.items():
-    ENGINES.add(_provider, _spec)
-
-
 def build_engine(config: ModelConfig) -> Engine:
     """The engine registered for the config's provider."""
-    return ENGINES.get(config.provider)(config)
+    return engine_class(config.provider)(config)

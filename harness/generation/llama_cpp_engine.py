@@ -151,6 +151,13 @@ class LlamaCppServer:
 
 
 class LlamaCppEngine(Engine):
+    self_hosted = True
+
+    @classmethod
+    def stage_resources(cls, config: ModelConfig) -> dict[str, float]:
+        # The server runs beside the stage that holds the engine: the stage takes the config's GPUs.
+        return {"num_cpus": 0, **({"num_gpus": config.resources.gpus} if config.resources.gpus else {})}
+
     def __init__(self, config: ModelConfig) -> None:
         super().__init__(config)
         self.server: LlamaCppServer | None = None

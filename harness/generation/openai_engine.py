@@ -55,3 +55,11 @@ class OpenAIProtocol(Protocol):
 
 class OpenAIEngine(ApiEngine):
     protocol = OpenAIProtocol
+    needs_key = True
+
+
+class OpenAICompatibleEngine(OpenAIEngine):
+    """Any server speaking OpenAI's protocol at the config's ``base_url`` (vLLM's, llama.cpp's, a gateway)."""
+
+    needs_key = False
+    needs_base_url = True

@@ -126,6 +126,12 @@ class VLLMReplica:
 
 
 class VLLMEngine(Engine):
+    self_hosted = True
+
+    @classmethod
+    def batch_size(cls, config: ModelConfig) -> int:
+        return 256 * config.resources.replicas  # vLLM batches internally: big batches keep the GPUs full
+
     def __init__(self, config: ModelConfig) -> None:
         super().__init__(config)
         self._replicas: list[Any] = []
