@@ -40,6 +40,8 @@ WIDE_KEYS = ("sample_id", "prompt", "eval_name")
 LONG_KEYS = ("sample_id", "model", "score", "cost_usd")
 #: Columns a long file must have; without ``cost_usd`` its costs are priced (harness.formats.pricing).
 LONG_REQUIRED = ("sample_id", "model", "score")
+#: The error of an imported answer that has no score yet (a grading error, so `regrade` takes it).
+UNGRADED = "grader:ungraded"
 AMBIGUOUS_POLICIES = ("skip", "rekey")
 MISSING_COST_POLICIES = ("error", "skip-model")
 #: Wide-layout columns that are never a model's scores.
@@ -363,7 +365,12 @@ def from_long(df: pd.DataFrame, on_ambiguous: str = "skip", missing_cost: str = 
     _check_range(score, df, "score", 0.0, 1.0, "score")
     _check_range(np.nan_to_num(cost, nan=0.0), df, "cost_usd", 0.0, np.inf, "cost")
     failed = df["error"].notna().to_numpy() if "error" in df.columns else np.zeros(len(df), bool)
-    keep = ~np.isnan(score) | failed
+    # An answer without a score (`generate`'s output) is kept, marked for `regrade` to grade it.
+    ungraded = np.isnan(score) & ~failed & (df["response"].notna().to_numpy() if "response" in df.columns else False)
+    if ungraded.any():
+        df = df.assign(error=np.where(ungraded, UNGRADED, df["error"] if "error" in df.columns else None))
+        batch.notes.append(f"{int(ungraded.sum())} answers without a score stored as {UNGRADED}: `routerbench regrade` grades them")
+    keep = ~np.isnan(score) | failed | ungraded
     dropped = df.loc[~keep, "model"].value_counts()
     batch.missing_by_model = {str(k): int(v) for k, v in dropped.items()}
     df = df.assign(score=score, cost_usd=cost)[keep]

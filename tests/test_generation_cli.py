@@ -173,3 +173,52 @@ def test_generate_with_the_local_gemma(ray_local, tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     df = pd.read_parquet(out)
     assert len(df) == 2 and df["error"].isna().all() and (df["output_tokens"] > 0).all() and (df["cost_usd"] > 0).all()
+
+
+def test_generate_is_extends_path_and_import_reads_its_output(ray_local, tmp_path: Path) -> None:
+    """Same rendering and config hash as `extend`; `import` stores the answers ungraded and
+    `regrade` grades them with the family's grader."""
+    from harness.answering import work_rows
+    from harness.model_config import load_model_config
+    from harness.refresh import regrade
+    from harness.tasks import import_prompts
+
+    rows = [{"sample_id": f"e{i}", "prompt": w, "gold": "yes"} for i, w in enumerate(["yes", "no", "yes"])]
+    write_jsonl(tmp_path / "echo.jsonl", rows)
+    store = Store(tmp_path / "store")
+    import_prompts(store, "generic", tmp_path / "echo.jsonl")
+    out = tmp_path / "gen.parquet"
+    with FaultServer(FaultPlan(completion_tokens=1)) as one_word:  # echoes the prompt's first word
+        config_file = tmp_path / "one.yaml"
+        config_file.write_text(yaml.safe_dump({"name": "fault-model", "provider": "openai_compatible", "model": "m", "base_url": one_word.url}))
+        result = run("--model", str(config_file), "--tasks", "echo", "--store", store.uri, "--out", str(out))
+    assert result.exit_code == 0, result.output
+    gen = pd.read_parquet(out).sort_values("sample_id", ignore_index=True)
+    assert gen["score"].isna().all() and gen["task"].eq("echo").all() and gen["prompt"].tolist() == ["yes", "no", "yes"]
+    config = load_model_config(config_file)
+    planned = work_rows(store.prompts(["sample_id", "task", "task_family", "prompt", "gold", "meta"]), config).sort_values("sample_id")
+    assert gen["config_hash"].tolist() == planned["config_hash"].tolist()  # what extend would record
+
+    from harness.cli import app as main_app
+
+    imported = CliRunner().invoke(main_app, ["import", str(out), "--store", store.uri])
+    assert imported.exit_code == 0, imported.output
+    assert "3 answers without a score stored as grader:ungraded" in imported.output
+    stored = store.outcomes(models=["fault-model"]).sort_values("sample_id")
+    assert stored["error"].eq("grader:ungraded").all() and stored["score"].isna().all()
+    assert regrade(store) == {"fault-model": 3}
+    graded = store.outcomes(models=["fault-model"]).sort_values("sample_id")
+    assert graded["score"].tolist() == [1.0, 0.0, 1.0] and graded["error"].isna().all()
+    assert graded["response"].tolist() == gen["response"].tolist()
+
+
+def test_generate_answers_multi_turn_prompts_turn_by_turn(ray_local, server: FaultServer, config_file: Path, tmp_path: Path) -> None:
+    store = Store(tmp_path / "store")
+    meta = json.dumps({"turns": ["first question", "second question"], "category": "writing"})
+    store.append(pd.DataFrame({"sample_id": ["mt-1"], "task": ["mtbench"], "task_family": ["mtbench"], "prompt": ["first question"], "meta": [meta]}))
+    out = tmp_path / "mt.parquet"
+    result = run("--model", str(config_file), "--tasks", "mtbench", "--store", store.uri, "--out", str(out))
+    assert result.exit_code == 0, result.output
+    answers = json.loads(pd.read_parquet(out)["response"].iloc[0])
+    assert len(answers) == 2 and answers[0].startswith("first") and answers[1].startswith("second")
+    assert len(server.ledger.outcomes("mt-1")) == 2  # one call per turn

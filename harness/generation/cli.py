@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from harness.errors import UserError
-from harness.generation.base import Request, Result
+from harness.generation.base import Result
 from harness.progress import progress
 
 console = Console(width=None if sys.stdout.isatty() else 132, soft_wrap=True)
@@ -64,7 +64,7 @@ def _progress():  # noqa: ANN202 - rich's Progress on a terminal, plain lines wh
     return progress(console, *columns)
 
 
-def _requests(prompts: Path | None, tasks: str | None, store: str | None, limit: int | None) -> list[Request]:
+def _prompt_rows(prompts: Path | None, tasks: str | None, store: str | None, limit: int | None):  # noqa: ANN202 - pd.DataFrame
     from harness.generation.prompts import read_prompt_file, store_prompts
 
     if (prompts is None) == (tasks is None):
@@ -98,42 +98,52 @@ def generate(
     address: Annotated[Optional[str], typer.Option(help="Ray cluster address (default: RAY_ADDRESS or a local Ray).")] = None,
 ) -> None:
     """Answer prompts with a model (vLLM, llama.cpp, OpenAI, Anthropic, any OpenAI-compatible server); no grading."""
-    from harness.generation.base import build_engine
+    from harness.answering import Answerer, work_rows
     from harness.generation.outcomes import outcome_table, read_answered, write_outcomes
-    from harness.ray_runtime import ensure_ray
     from harness.model_config import load_model_config
+    from harness.ray_runtime import ensure_ray
 
     config = load_model_config(model)
     _check_before_running(config)
-    requests = _requests(prompts, tasks, store, limit)
+    work = work_rows(_prompt_rows(prompts, tasks, store, limit), config)
     kept = None if overwrite else read_answered(out, config.name)
     if kept is not None and kept.num_rows:
-        answered = set(kept.column("sample_id").to_pylist())
-        requests = [r for r in requests if r.sample_id not in answered]
+        # an answer counts under the config hash it was asked with, as in the store
+        asked = set(zip(work["sample_id"], work["config_hash"]))
+        same = [pair in asked for pair in zip(kept.column("sample_id").to_pylist(), kept.column("config_hash").to_pylist())]
+        kept = kept.filter(same)
+        work = work[~work["sample_id"].isin(set(kept.column("sample_id").to_pylist()))]
         console.print(f"{out}: keeping {kept.num_rows} answers from an earlier run")
     tables = [kept] if kept is not None else []
-    if not requests:
+    if work.empty:
         console.print("nothing left to answer")
         write_outcomes(out, tables)
         return
     ensure_ray(address)
     tally, results = RunTally(), []
     try:
-        with build_engine(config) as engine, _progress() as progress:
-            task = progress.add_task(config.name, total=len(requests), rate="", **tally.fields())
-            for r in engine.stream(requests):
+        with _progress() as progress:
+            task = progress.add_task(config.name, total=len(work), rate="", **tally.fields())
+
+            def show(r: Result) -> None:
                 results.append(r)
                 tally.add(r)
                 elapsed = progress.tasks[0].elapsed or 0.0
                 rate = f"{tally.done / elapsed:.1f} req/s" if elapsed > 0 else ""
                 progress.update(task, advance=1, rate=rate, **tally.fields())
+
+            answerer = Answerer(config)
+            try:
+                answerer.answer(work, on_result=show)
+            finally:
+                answerer.close()
     except BaseException:
         # An interrupted run keeps what it finished (a rerun does the rest); one that failed before
         # its first answer (an engine that cannot start on this config) leaves --out as it was.
         if results:
-            write_outcomes(out, [*tables, outcome_table(results, config.config_hash())])
+            write_outcomes(out, [*tables, outcome_table(results, work)])
         raise
-    rows = write_outcomes(out, [*tables, outcome_table(results, config.config_hash())])
+    rows = write_outcomes(out, [*tables, outcome_table(results, work)])
     failed = sum(tally.errors.values())
     console.print(
         f"wrote {rows} outcomes of {config.name} to {out}: {tally.done - failed} answered now, {failed} failed; "

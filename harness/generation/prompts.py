@@ -1,5 +1,10 @@
 """Where prompts for ``generate`` come from: a file (JSONL or CSV with ``sample_id, prompt``, and
-optionally ``max_tokens``) or the store's prompts of some task families."""
+optionally ``max_tokens``) or the store's prompts of some task families.
+
+Either way they come out as prompt rows (``sample_id, task, task_family, prompt, gold, meta``) for
+:func:`harness.answering.work_rows`, which renders them exactly as ``extend`` does. A file's prompt
+is the generic family's (sent as it is; a JSON list of ``{role, content}`` turns is the
+conversation itself), with the file's name as its task."""
 
 from __future__ import annotations
 
@@ -14,6 +19,7 @@ from harness.jsonl import read_jsonl
 from harness.registry import Registry
 
 REQUIRED = ("sample_id", "prompt")
+PROMPT_COLUMNS = ("sample_id", "task", "task_family", "prompt", "gold", "meta")
 
 
 def _read_jsonl(path: Path) -> pd.DataFrame:
@@ -32,8 +38,8 @@ PROMPT_READERS.add(".jsonl", _read_jsonl)
 PROMPT_READERS.add(".csv", _read_csv)
 
 
-def requests_from_frame(df: pd.DataFrame, where: str, limit: int | None = None) -> list[Request]:
-    """Rows with ``sample_id, prompt`` (and optional ``max_tokens``) as requests, checked."""
+def prompt_rows(df: pd.DataFrame, where: str, task: str, limit: int | None = None) -> pd.DataFrame:
+    """Rows with ``sample_id, prompt`` (and optional ``max_tokens``) as checked prompt rows."""
     missing = [c for c in REQUIRED if c not in df.columns]
     if missing:
         raise UserError(f"{where}: missing column '{missing[0]}' (need sample_id and prompt; found {', '.join(map(str, df.columns)) or 'none'})")
@@ -42,7 +48,7 @@ def requests_from_frame(df: pd.DataFrame, where: str, limit: int | None = None) 
     dupes = df["sample_id"][df["sample_id"].duplicated()]
     if len(dupes):
         raise UserError(f"{where}: sample_id '{dupes.iloc[0]}' appears more than once")
-    requests = []
+    rows = []
     for row in df.itertuples(index=False):
         if pd.isna(row.sample_id) or str(row.sample_id) == "":
             raise UserError(f"{where}: a row has an empty sample_id")
@@ -55,39 +61,31 @@ def requests_from_frame(df: pd.DataFrame, where: str, limit: int | None = None) 
             max_tokens = int(max_tokens)
         else:
             max_tokens = None
-        requests.append(Request.from_prompt(str(row.sample_id), row.prompt, max_tokens))
-    return requests
+        request = Request.from_prompt(str(row.sample_id), row.prompt, max_tokens)
+        rows.append({"sample_id": request.sample_id, "task": task, "task_family": "generic", "prompt": row.prompt, "gold": None, "meta": None, "messages": request.messages, "max_tokens": max_tokens})
+    return pd.DataFrame(rows, columns=[*PROMPT_COLUMNS, "messages", "max_tokens"])
 
 
-def read_prompt_file(path: str | Path, limit: int | None = None) -> list[Request]:
+def read_prompt_file(path: str | Path, limit: int | None = None) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: no such prompt file")
     suffix = path.suffix.lower()
     if suffix not in PROMPT_READERS:
         raise UserError(f"{path}: prompt files must be one of {', '.join(PROMPT_READERS.names())}")
-    return requests_from_frame(PROMPT_READERS.get(suffix)(path), str(path), limit)
+    return prompt_rows(PROMPT_READERS.get(suffix)(path), str(path), path.stem, limit)
 
 
-def store_prompts(store_uri: str, families: Iterable[str], limit: int | None = None) -> list[Request]:
-    """The store's prompts of these task families in sample_id order, rendered by their family
-    (0-shot, as ``extend`` sends them): RouterBench's own prompts go as stored."""
+def store_prompts(store_uri: str, families: Iterable[str], limit: int | None = None) -> pd.DataFrame:
+    """The store's prompts of these task families, in (family, sample_id) order."""
     from harness.dataset import Store
-    from harness.tasks import family_of, turns_of
 
     families = list(families)
     store = Store(store_uri)
-    df = store.prompts(["sample_id", "task", "prompt", "task_family", "gold", "meta"], families=families)
+    df = store.prompts(list(PROMPT_COLUMNS), families=families)
     absent = sorted(set(families) - set(df["task_family"]))
     if absent:
         known = sorted(set(store.prompts(["task_family"])["task_family"]))
         raise UserError(f"store {store.uri} has no prompts for task family '{absent[0]}' (it has: {', '.join(known) or 'none'}); import them first")
     df = df.sort_values(["task_family", "sample_id"], kind="stable")
-    if limit is not None:
-        df = df.head(limit)
-    requests = []
-    for row in df.to_dict("records"):
-        if turns_of(row) > 1:
-            raise UserError(f"sample '{row['sample_id']}': a multi-turn prompt needs one answer per turn; `routerbench extend` runs those")
-        requests.append(Request(str(row["sample_id"]), family_of(row).render(row, 0)))
-    return requests
+    return df.head(limit).reset_index(drop=True) if limit is not None else df.reset_index(drop=True)
