@@ -13,11 +13,11 @@ import os
 import re
 from pathlib import Path
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
-from pydantic_core import InitErrorDetails, PydanticCustomError
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from harness.errors import UserError
 from harness.providers import ENGINES, engine_class
+from harness.yaml_file import FieldError, load_record
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -25,12 +25,6 @@ _SECRET_FIELDS = ("api_key_env",)  # values never echoed in error messages
 #: Every ``api_key_env`` of every config this process has validated: the variables that must not
 #: reach processes that run no engine (graders, Ray's workers; see :func:`key_variables`).
 _KEY_VARIABLES: set[str] = set()
-
-
-def _field_error(loc: tuple[str, ...], message: str, value: object) -> ValidationError:
-    """A cross-field problem reported at the field to fix, like any other validation error."""
-    details = InitErrorDetails(type=PydanticCustomError("config", message), loc=loc, input=value)
-    return ValidationError.from_exception_data("ModelConfig", [details])
 
 
 class _Strict(BaseModel):
@@ -140,11 +134,11 @@ class ModelConfig(_Strict):
     @model_validator(mode="after")
     def _provider_needs(self) -> ModelConfig:
         if self.engine.needs_base_url and not self.base_url:
-            raise _field_error(("base_url",), f"provider {self.provider} needs base_url (the server's /v1 URL)", self.base_url)
+            raise FieldError(("base_url",), f"provider {self.provider} needs base_url (the server's /v1 URL)")
         if self.limits.max_backoff_s < self.limits.backoff_s:
-            raise _field_error(("limits", "max_backoff_s"), "must be at least limits.backoff_s", self.limits.max_backoff_s)
+            raise FieldError(("limits", "max_backoff_s"), f"must be at least limits.backoff_s (got {self.limits.max_backoff_s!r})")
         if self.resources.tensor_parallel_size > 1 and self.resources.gpus < self.resources.tensor_parallel_size:
-            raise _field_error(("resources", "gpus"), "must cover resources.tensor_parallel_size (GPUs per replica)", self.resources.gpus)
+            raise FieldError(("resources", "gpus"), f"must cover resources.tensor_parallel_size (GPUs per replica) (got {self.resources.gpus!r})")
         return self
 
     def chat_template(self) -> str | None:
@@ -202,28 +196,9 @@ class ModelConfig(_Strict):
         return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _field_path(error: dict) -> str:
-    return ".".join(str(p) for p in error["loc"]) or "(top level)"
-
-
 def load_model_config(path: str | os.PathLike) -> ModelConfig:
     """Read and validate one YAML config; any problem is one line naming the file and the field."""
-    path = Path(path)
-    try:
-        doc = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise UserError(f"{path}: cannot read model config ({exc.strerror or exc})") from exc
-    except yaml.YAMLError as exc:
-        raise UserError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from exc
-    if not isinstance(doc, dict):
-        raise UserError(f"{path}: a model config must be a mapping of fields")
-    try:
-        return ModelConfig(**doc, source=str(path))
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        echo = "input" in err and not isinstance(err["input"], dict) and not set(map(str, err["loc"])) & set(_SECRET_FIELDS)
-        value = f" (got {err['input']!r})" if echo else ""
-        raise UserError(f"{path}: field '{_field_path(err)}': {err['msg']}{value}") from None
+    return load_record(path, ModelConfig, "model config", _SECRET_FIELDS, {"source": str(path)})
 
 
 def key_variables() -> set[str]:

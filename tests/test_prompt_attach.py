@@ -107,9 +107,9 @@ def rendered_rows() -> list[tuple[str, str, str, str]]:
     items = read_items(SHARED_DATA / "hellaswag" / "hellaswag_val_full.txt")
     for i, shots in HELLASWAG_RENDERED:
         # RouterBench's context is HellaSwag's own, without the activity label the shared file puts first
-        context = lambda it: it["question"].split(": ", 1)[1]  # noqa: E731
-        kshot = "".join(mc_block(context(e), e["choices"], False, e["answer"], hellaswag=True) for e in items[:shots])
-        choices, gold = shuffled(items[i]["choices"], LETTERS.index(items[i]["answer"]), rng)
+        context = lambda it: it["context"].split(": ", 1)[1]
+        kshot = "".join(mc_block(context(e), e["endings"], False, LETTERS[int(e["label"])], hellaswag=True) for e in items[:shots])
+        choices, gold = shuffled(items[i]["endings"], int(items[i]["label"]), rng)
         rows.append((f"hellaswag.val.{i}", "hellaswag", kshot + mc_block(context(items[i]), choices, False, hellaswag=True), gold))
     train = [json.loads(line) for line in (SHARED_DATA / "gsm8k" / "train.jsonl").read_text().splitlines()[:5]]
     test = [json.loads(line) for line in (SHARED_DATA / "gsm8k" / "test.jsonl").read_text().splitlines()]

@@ -1,6 +1,8 @@
-"""Benchmark prompt sets with gold answers: one task family per module, registered by name.
+"""Benchmark prompt sets with gold answers: one task family per module or YAML file, registered by name.
 
-``TASKS.get("mmlu").load(path)`` reads a public prompt set; :func:`import_prompts` writes it into
+The multiple-choice families (MMLU, ARC, HellaSwag, Winogrande) are data: one YAML file each in
+``families/`` (:mod:`harness.tasks.declared`), every file there registered under its name; the
+others are code. ``get_family("mmlu").load(path)`` reads a public prompt set; :func:`import_prompts` writes it into
 the store (attaching gold answers to RouterBench's prompts already there); ``family.render(row,
 shots)`` gives a stored prompt's chat messages for generation and ``family.grader_for(row)`` the
 grader to score the answers.
@@ -14,14 +16,13 @@ from typing import Mapping
 from harness.grading.base import parse_meta
 from harness.registry import Registry
 from harness.tasks.base import LoadedSet, TaskFamily
+from harness.tasks.declared import declared_families
 
 TASKS: Registry = Registry("task family")
 TASKS.add("grade-school-math", "harness.tasks.gsm8k:GSM8K")
 TASKS.add("mbpp", "harness.tasks.mbpp:MBPP")
-TASKS.add("mmlu", "harness.tasks.mmlu:MMLU")
-TASKS.add("hellaswag", "harness.tasks.hellaswag:HellaSwag")
-TASKS.add("arc-challenge", "harness.tasks.arc:ARCChallenge")
-TASKS.add("winogrande", "harness.tasks.winogrande:Winogrande")
+for _name, _family in declared_families().items():  # mmlu, hellaswag, arc-challenge, winogrande
+    TASKS.add(_name, _family)
 TASKS.add("mtbench", "harness.tasks.mtbench:MTBench")
 TASKS.add("humaneval", "harness.tasks.humaneval:HumanEval")
 TASKS.add("generic", "harness.tasks.generic:Generic")

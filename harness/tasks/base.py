@@ -22,7 +22,6 @@ from typing import Any, Mapping
 import pandas as pd
 
 from harness.errors import UserError
-from harness.families import task_families
 from harness.grading.base import parse_meta
 
 Messages = list[dict[str, str]]
@@ -64,6 +63,11 @@ class TaskFamily(ABC):
     def template_id(self, shots: int = 0) -> str:
         return f"{self.name}/{self.template}/{shots}-shot"
 
+    def stored_families(self, tasks: pd.Series) -> pd.Series:
+        """The ``task_family`` stored with loaded rows of these tasks: this family's name (a
+        generic set, whose tasks are its own families, says otherwise)."""
+        return pd.Series(self.name, index=tasks.index, dtype=object)
+
     def render(self, row: Mapping, shots: int = 0) -> Messages:
         """Chat messages for generation: from ``meta`` when it is structured, else the stored prompt."""
         meta = parse_meta(row.get("meta"))
@@ -98,15 +102,15 @@ def pick_shots(items: list[dict], k: int, exclude: object) -> list[dict]:
     return out
 
 
-def finalize(rows: pd.DataFrame, source: Path) -> pd.DataFrame:
-    """Prompt-table columns for loaded rows (``task_family`` from the task, ``meta`` as JSON)."""
+def finalize(rows: pd.DataFrame, source: Path, family: TaskFamily) -> pd.DataFrame:
+    """Prompt-table columns for loaded rows (``task_family`` as the family stores it, ``meta`` as JSON)."""
     if rows.empty:
         raise UserError(f"{source}: no prompts found")
     dup = rows["sample_id"][rows["sample_id"].duplicated()]
     if len(dup):
         raise UserError(f"{source}: sample_id {dup.iloc[0]} appears twice")
     out = rows.copy()
-    out["task_family"] = task_families(out["task"]).to_numpy()
+    out["task_family"] = family.stored_families(out["task"]).to_numpy()
     if "prompt_original" not in out.columns:
         out["prompt_original"] = None
     out["meta"] = [json.dumps({k: v for k, v in m.items() if not k.startswith("_")}, ensure_ascii=False) for m in out["meta"]]

@@ -13,6 +13,7 @@ from typing import Any
 import pandas as pd
 
 from harness.errors import UserError
+from harness.families import task_families
 from harness.grading import GRADERS
 from harness.tasks import mc_format, prompt_match
 from harness.tasks.base import LoadedSet, TaskFamily, files_in
@@ -85,6 +86,9 @@ class Generic(TaskFamily):
             rows["task"] = task
         missing_gold = int(rows["gold"].isna().sum())
         return LoadedSet(rows, [f"{missing_gold} prompts without a gold answer (graded as gold:missing)"] if missing_gold else [])
+
+    def stored_families(self, tasks: pd.Series) -> pd.Series:
+        return task_families(tasks)  # each file's task is its own family (or RouterBench's, by name)
 
     def match(self, new: pd.DataFrame, stored: pd.DataFrame) -> pd.Series:
         """A stored prompt of the same task family with the same text (whitespace folded; nothing

@@ -111,7 +111,7 @@ def write_prompt_set(store: Store, fam: TaskFamily, loaded: LoadedSet, source: s
             f"none of these prompts is one of the store's {len(candidates)} {fam.name} prompts: all {len(adds)} are added as new "
             "(check that this is the split the stored prompts come from, e.g. GSM8K's train.jsonl for RouterBench's)"
         )
-    frames = [finalize(adds, Path(source))] if len(adds) else []
+    frames = [finalize(adds, Path(source), fam)] if len(adds) else []
     if updates:
         frames.append(pd.DataFrame(updates)[STORED_COLUMNS])
     if frames:
