@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import os
-import shutil
 import sys
-import tempfile
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import pandas as pd
 import typer
@@ -17,13 +15,14 @@ from rich.table import Table
 
 from harness.dataset import AppendResult, Store, default_store_uri
 from harness.errors import UserError
-from harness.filesystem import check_reachable, resolve, upload_dir
 from harness.generation.cli import generate
 from harness.importers import EXPORTS, ImportBatch, load_sources
 from harness.progress import progress
-from harness.run_record import run_record, write_run_record
 from harness.tasks.cli import prompts_app
 from routers import DEFAULT_ROUTERS
+
+if TYPE_CHECKING:
+    from harness.evaluate import EvalSpec
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, help="Evaluate LLM routers on recorded outcomes.")
 data_app = typer.Typer(no_args_is_help=True, help="Inspect and maintain the outcome store.")
@@ -315,55 +314,57 @@ def evaluate(
     rerun: Annotated[Optional[str], typer.Option("--rerun", help="A results directory's run.json: evaluate again with its spec on the store versions it read (other evaluation options are ignored; --store moves the store).")] = None,
 ) -> None:
     """Evaluate routers per task family: points, hulls, AIQ, plots."""
-    from harness.evaluate import evaluate as run_evaluation
-    from harness.report import aiq_table, plot_family
+    from harness.results import check_destination, read_run_record
 
     if rerun:
         if data or as_of:
             raise UserError("--rerun reads the store versions its run.json names: drop --data and --as-of")
-        from harness.run_record import read_run_record
-
         record = read_run_record(rerun)
         moved = store if store and store != os.environ.get("ROUTERBENCH_STORE") else None  # --store, not $ROUTERBENCH_STORE
-        st = Store(moved or record.store, versions=record.store_versions)
-        spec = record.spec
+        st = record.store_at(moved, where=rerun)
+        spec = record.spec.resolved()
         label = label or record.label
     else:
         st = _store(store, as_of)
-    if "://" in out:  # an unreachable endpoint or a missing bucket fails now, not after the evaluation
-        check_reachable(resolve(out), out)
-    if data:
-        _import(st, data, on_ambiguous="skip", overwrite=False, refresh=False)
-    st = st.pinned()  # one state of the store for the whole evaluation, named in run.json
-    if not rerun:
         spec = _eval_spec(
             routers=routers, tasks=tasks, split=split, aiq_mode=aiq_mode, bootstrap=bootstrap, seed=seed, cost_model=cost_model, embedder=embedder,
             embed_text=embed_text, embed_backend=embed_backend, models_dir=models_dir, models=models, parity=parity, target_cost=target_cost, target_share=target_share,
         )
-    spec.targets()  # a bad --target-* is reported before any work
+    if data:
+        check_destination(out)  # before the import, not only after it
+        _import(st, data, on_ambiguous="skip", overwrite=False, refresh=False)
+    _evaluate_and_print(st, spec, out, address=address, parallel=not sequential, label=label, sources=list(data or []), rerun_of=rerun)
+
+
+def _evaluate_and_print(
+    st: Store, spec: EvalSpec, out: str, *, address: str | None, parallel: bool = True, label: str | None = None, sources: list[str] | None = None, rerun_of: str | None = None
+) -> None:
+    """:func:`harness.results.run_evaluation` with a progress bar, then its tables and notes: what
+    ``evaluate``, ``extend --evaluate`` and ``refresh --evaluate`` print."""
+    from harness import results
+    from harness.report import aiq_table
+
     with progress(console) as bar:
         embed = bar.add_task("embedding prompts", total=None, visible=False)
         task = bar.add_task("evaluating", total=None)
-        result = run_evaluation(
+        done = results.run_evaluation(
             st,
             spec,
+            out,
+            label=label,
+            sources=sources or [],
+            rerun_of=rerun_of,
             address=address,
-            parallel=not sequential,
-            on_progress=lambda done, total: bar.update(task, completed=done, total=total),
-            on_embed=lambda done, total: bar.update(embed, completed=done, total=total, visible=True),
+            parallel=parallel,
+            on_progress=lambda n, total: bar.update(task, completed=n, total=total),
+            on_embed=lambda n, total: bar.update(embed, completed=n, total=total, visible=True),
         )
+    result, st = done.result, done.store
     partial = {r.family: r.partial for r in result.families}
     notes = {r.family: r.notes for r in result.families}
     cost_sources = _cost_sources_by_family(st, spec.models)
-    remote = "://" in out
-    local = Path(tempfile.mkdtemp(prefix="routerbench-results-")) if remote else Path(out)
-    local.mkdir(parents=True, exist_ok=True)
-    result.points.to_parquet(local / "points.parquet", index=False)
-    result.aiq.to_csv(local / "aiq.csv", index=False)
-    write_run_record(local, run_record(spec, st.uri, label, store_versions=st.versions(), sources=list(data or []), rerun_of=rerun))
     for fam in result.summary.itertuples():
         console.print(aiq_table(result.aiq, result.points, fam.task_family))
-        plot_family(result.points, result.aiq, fam.task_family, local / f"{fam.task_family}.png")
         note = f"  {fam.test} test prompts, {fam.train} training prompts"
         if fam.left_out:
             note += f"; {fam.left_out} test prompts left out (no outcome for every one of the {fam.models} models)"
@@ -376,13 +377,9 @@ def evaluate(
     if result.skipped:
         console.print(f"skipped {', '.join(result.skipped)}: no test prompt has an outcome for every model of the family's pool")
     if result.calibrated:
-        from harness.calibration import calibration_rows, calibration_table
+        from harness.calibration import calibration_table
 
-        calibration_rows(result.calibrated).to_csv(local / "calibrated.csv", index=False)
         console.print(calibration_table(result.calibrated))
-    if remote:
-        upload_dir(local, out)
-        shutil.rmtree(local, ignore_errors=True)
     out = out.rstrip("/")
     read = ", ".join(f"{t} v{v}" for t, v in st.versions().items() if v is not None)
     console.print(f"read {st.uri} at {read}; `routerbench evaluate --rerun {out}/run.json` computes these numbers again", highlight=False)
@@ -411,30 +408,14 @@ def report(
     all_configs: Annotated[bool, typer.Option(help="List every router setting, not only the best one.")] = False,
 ) -> None:
     """Print the tables and redraw the plots of an earlier evaluation."""
-    from harness.filesystem import download_files
-    from harness.report import aiq_table, plot_family
+    from harness.report import aiq_table
+    from harness.results import Results
 
-    remote = "://" in out
-    local = Path(tempfile.mkdtemp(prefix="routerbench-report-")) if remote else Path(out)
-    try:
-        missing = download_files(out, ["points.parquet", "aiq.csv"], local) if remote else []
-        try:
-            if missing:
-                raise FileNotFoundError(f"no {missing[0]}")
-            points = pd.read_parquet(local / "points.parquet")
-            aiq = pd.read_csv(local / "aiq.csv", keep_default_na=True).fillna({"config": ""})
-        except OSError as exc:
-            raise UserError(f"{out}: no evaluation results there ({exc}); run `routerbench evaluate --out {out}` first") from exc
-        plots = []
-        for family in sorted(aiq["task_family"].unique()):
-            console.print(aiq_table(aiq, points, family, all_configs=all_configs))
-            plots.append(plot_family(points, aiq, family, local / f"{family}.png").name)
-        if remote:
-            upload_dir(local, out, plots)
-    finally:
-        if remote:
-            shutil.rmtree(local, ignore_errors=True)
-    console.print(f"redrew {aiq['task_family'].nunique()} plots in {out.rstrip('/')}/")
+    results = Results.read(out)
+    for family in results.families:
+        console.print(aiq_table(results.aiq, results.points, family, all_configs=all_configs))
+    results.write_plots(out)
+    console.print(f"redrew {len(results.families)} plots in {out.rstrip('/')}/")
 
 
 @app.command()
@@ -476,7 +457,9 @@ def extend(
     if report.errors:
         console.print("  errors (recorded per outcome; a rerun retries them): " + ", ".join(f"{k} {v}" for k, v in sorted(report.errors.items())))
     if evaluate_after:
-        evaluate(store=st.uri, out=out, address=address, tasks=tasks)
+        from harness.evaluate import EvalSpec
+
+        _evaluate_and_print(st, EvalSpec(families=_csv(tasks)), out, address=address)
 
 
 @app.command()
@@ -538,7 +521,9 @@ def refresh(
         + "; repriced " + (", ".join(f"{m}: {n}" for m, n in sorted(report.repriced.items())) or "nothing")
     )
     if evaluate_after:
-        evaluate(store=st.uri, out=out, address=address)
+        from harness.evaluate import EvalSpec
+
+        _evaluate_and_print(st, EvalSpec(), out, address=address)
 
 
 @sandbox_app.command("check")

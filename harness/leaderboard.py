@@ -19,7 +19,7 @@ from rich.table import Table  # noqa: E402
 
 from harness.errors import UserError  # noqa: E402
 from harness.report import FRONTIER, best_configs, delta_text  # noqa: E402
-from harness.run_record import read_label  # noqa: E402
+from harness.results import AIQ_FILE, Results  # noqa: E402
 
 LEADERBOARD_COLUMNS = ["dataset", "task_family", "router", "config", "aiq", "d_aiq", "d_lo", "d_hi", "p_better"]
 #: Rows that are bounds or baselines, not routers to rank (random routing is far below every router
@@ -27,18 +27,16 @@ LEADERBOARD_COLUMNS = ["dataset", "task_family", "router", "config", "aiq", "d_a
 NOT_RANKED = ("zero", "oracle", FRONTIER, "llm", "random", "random-draw")
 
 
-def read_results(directories: list[Path]) -> pd.DataFrame:
-    """The best setting of every router per (dataset, family), from each directory's aiq.csv."""
+def read_results(directories: list[Path] | list[str]) -> pd.DataFrame:
+    """The best setting of every router per (dataset, family), from each directory's aiq.csv
+    (a path or a URI, read by :meth:`harness.results.Results.read`)."""
     frames = []
     for d in directories:
-        path = d / "aiq.csv"
-        try:
-            aiq = pd.read_csv(path, keep_default_na=True).fillna({"config": ""})
-        except OSError as exc:
-            raise UserError(f"{d}: no aiq.csv there ({exc.strerror or exc}); run `routerbench evaluate --out {d}` first") from None
+        results = Results.read(d, points=False)
+        aiq = results.aiq
         if "d_aiq" not in aiq:
-            raise UserError(f"{path}: no d_aiq column (written by an older routerbench); rerun `routerbench evaluate --out {d}`")
-        frames.append(best_configs(aiq[~aiq["router"].isin(NOT_RANKED)]).assign(dataset=read_label(d)))
+            raise UserError(f"{d}/{AIQ_FILE}: no d_aiq column (written by an older routerbench); rerun `routerbench evaluate --out {d}`")
+        frames.append(best_configs(aiq[~aiq["router"].isin(NOT_RANKED)]).assign(dataset=results.label(d)))
     if not frames:
         raise UserError("leaderboard needs at least one results directory")
     board = pd.concat(frames, ignore_index=True)[LEADERBOARD_COLUMNS]

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
+from harness import metrics
 from harness.cli import app
 from harness.dataset import Store
 from harness.errors import UserError
@@ -67,7 +68,12 @@ def check_all_routers(pts: pd.DataFrame, aiq: pd.DataFrame, families: list[str])
         assert a[("oracle", "")] > a[("zero", "")]
         # a perfect judge makes the cascade nearly an oracle; a judge that errs 80 % of the time cannot beat ε = 0
         assert a[("cascade", "error_rate=0")] > a[("cascade", "error_rate=0.8")]
-    assert (aiq["aiq_lo"] <= aiq["aiq"] + 1e-9).mean() > 0.9 and (aiq["aiq"] <= aiq["aiq_hi"] + 1e-9).mean() > 0.9
+    # Every setting has an interval, in order. That it contains its own estimate is not asserted: a
+    # percentile interval holds the middle 95 % of the resampled AIQs, and a hull's AIQ is biased on
+    # resamples (the hull keeps the best of noisy points), so the estimate may lie outside it with
+    # nothing wrong. What the interval is, is asserted exactly in
+    # test_bootstrap_interval_is_the_percentile_of_resampled_aiqs.
+    assert aiq["aiq_lo"].notna().all() and (aiq["aiq_lo"] <= aiq["aiq_hi"]).all()
 
 
 def test_single_model_points_are_test_split_means(imported_store: Store, sequential_result) -> None:
@@ -78,6 +84,27 @@ def test_single_model_points_are_test_split_means(imported_store: Store, sequent
     for j, model in enumerate(m.models):
         assert pts.loc[model, "quality"] == pytest.approx(m.scores[test, j].mean())
         assert pts.loc[model, "cost"] == pytest.approx(m.costs[test, j].mean())
+
+
+def test_bootstrap_interval_is_the_percentile_of_resampled_aiqs(imported_store: Store) -> None:
+    """Each single model's and the zero router's interval: the 2.5th and 97.5th percentiles of their
+    AIQs recomputed here on the same seeded resamples of the test prompts (with replacement)."""
+    resamples, seed = 40, 7
+    aiq = evaluate(imported_store, EvalSpec(("llm",), families=("mbpp",), bootstrap=resamples, seed=seed), parallel=False).aiq
+    m = imported_store.matrices()["mbpp"]
+    test = np.sort(routerbench_order(m.sample_ids)[int(0.7 * m.n) :])
+    n = len(test)
+    counts = np.random.default_rng(seed).multinomial(n, np.full(n, 1.0 / n), size=resamples)
+    quality, cost = counts @ m.scores[test] / n, counts @ m.costs[test] / n  # (resamples, models)
+    samples = []
+    for q, c in zip(quality, cost):
+        lo, hi = c.min(), c.max()  # paper mode: the single models' cost range
+        single = [metrics.aiq(metrics.non_decreasing_hull(c[[j]], q[[j]]), lo, hi) for j in range(len(m.models))]
+        samples.append([*single, metrics.aiq(metrics.zero_router(c, q), lo, hi)])
+    expected_lo, expected_hi = np.percentile(np.array(samples), [2.5, 97.5], axis=0)
+    rows = aiq.set_index(["router", "config"]).loc[[*(("llm", model) for model in m.models), ("zero", "")]]
+    np.testing.assert_allclose(rows["aiq_lo"], expected_lo, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(rows["aiq_hi"], expected_hi, rtol=1e-12, atol=1e-15)
 
 
 def test_bootstrap_is_seeded(imported_store: Store) -> None:

@@ -95,7 +95,7 @@ def test_evaluate_writes_run_json_and_leaderboard_reads_it(imported_store: Store
 def test_leaderboard_of_a_directory_without_results(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, "-m", "harness.cli", "leaderboard", str(tmp_path / "nothing"), "--out", str(tmp_path / "b")], capture_output=True, text=True, timeout=120)
     assert done.returncode == 2, done.stderr
-    assert "nothing: no aiq.csv there" in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    assert "nothing: no evaluation results there (no aiq.csv)" in done.stderr and len(done.stderr.strip().splitlines()) == 1
 
 
 def test_plain_progress_lines_when_not_a_terminal() -> None:
