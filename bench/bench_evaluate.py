@@ -41,6 +41,7 @@ from harness.model_config import load_model_configs  # noqa: E402
 from harness.splits import routerbench_split  # noqa: E402
 from routers import RoutingOptions, build_routers  # noqa: E402
 from routers.cascade import BUDGETS, ERROR_RATES  # noqa: E402
+from harness.matrix import outcome_matrices  # noqa: E402
 
 ROUTERBENCH_EMBED_S = 273.0  # RouterBench's own code embedding these prompts on this machine (issue 4)
 DETERMINISTIC = ("knn", "svm", "mlp")
@@ -173,7 +174,7 @@ def main() -> None:
     warnings.simplefilter("ignore")
 
     store = open_store(args)
-    matrices = store.matrices(with_prompts=True)
+    matrices = outcome_matrices(store, with_prompts=True)
     emb = measure_embedding(store, matrices, args.skip_cold_embed)
     matrices = attach_features(store, matrices, embed_text="original")
     prices = {name: cfg.price.per_token for name, cfg in load_model_configs(ROOT / "model_configs").items()}

@@ -31,6 +31,7 @@ from harness.evaluate import EvalSpec, complete_folds, route_folds, summarise_fa
 from harness.importers import load_sources  # noqa: E402
 from harness.splits import routerbench_split  # noqa: E402
 from routers import ROUTERS, RoutingOptions, build_routers  # noqa: E402
+from harness.matrix import outcome_matrices  # noqa: E402
 
 #: Routers that learn from the training prompts (the others are bounds and baselines).
 LEARNED = ("knn", "knn-cv", "mlp", "svm", "mf", "irt", "sw-ranking", "dual-encoder", "carrot")
@@ -80,7 +81,7 @@ def main() -> None:
     store = Store(Path(tempfile.mkdtemp(prefix="bench-routers-")) / "store")
     batch = load_sources([args.data])
     store.append(batch.prompts, batch.outcomes)
-    matrices = store.matrices(with_prompts=True)
+    matrices = outcome_matrices(store, with_prompts=True)
     names = [n for n in args.routers.split(",") if n]  # --routers "" measures the embedding only
     seconds = bench_routers(store, matrices, names, args.bootstrap) if names else {}
 

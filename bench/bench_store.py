@@ -15,7 +15,7 @@ prompt and prompt_original are; responses of up to ~1,000 (~400 on average)):
   object (as each command does) and runs every size and layout once, in a rotating order; medians
   are kept. ``append_growth`` = Delta's median at ~400k /
   at ~35k.
-* read: ``store.matrices()`` (score and cost matrices of every family) of the ~400k store,
+* read: ``outcome_matrices(store)`` (score and cost matrices of every family) of the ~400k store,
   after the appends above (same number of new files in both layouts), fresh store object each
   repeat; ``read_ratio`` = Delta median / legacy median.
 * import: what ``routerbench import`` does (``harness.cli._import``: ``load_sources`` of the shared
@@ -49,6 +49,7 @@ sys.path.insert(0, str(ROOT))
 
 from harness.dataset import Store  # noqa: E402
 from harness.legacy_store import LegacyStore  # noqa: E402
+from harness.matrix import outcome_matrices  # noqa: E402
 
 MODELS = [
     "WizardLM/WizardLM-13B-V1.2", "claude-instant-v1", "claude-v1", "claude-v2", "gpt-3.5-turbo-1106", "gpt-4-1106-preview",
@@ -205,7 +206,7 @@ def bench_read(paths: dict[str, Path], repeat: int) -> dict[str, list[float]]:
     def read(layout: str, i: int) -> float:
         store = open_store(layout, paths[layout])
         t = time.perf_counter()
-        mats = store.matrices()
+        mats = outcome_matrices(store)
         elapsed = time.perf_counter() - t
         shapes[layout] = sorted((f, m.scores.shape, int(np.isfinite(m.scores).sum())) for f, m in mats.items())
         return elapsed
@@ -277,7 +278,7 @@ def main() -> None:
         print(f"append: {APPEND_ROWS} new sample_ids of {APPEND_MODEL}, median of {args.repeat}")
         paths = build_stores(tmp, sizes, synth)
         appends = bench_appends(paths, sizes, synth, args.repeat)
-        print(f"read: store.matrices() of the large store, median of {args.read_repeat}")
+        print(f"read: outcome_matrices(store) of the large store, median of {args.read_repeat}")
         read = bench_read({layout: paths["large", layout] for layout in LAYOUTS}, args.read_repeat)
         for path in paths.values():  # free the disk before the import
             shutil.rmtree(path, ignore_errors=True)

@@ -439,8 +439,7 @@ def extend(
 
     st = _store(store)
     config = load_model_config(model)
-    _warn_unsafe(unsafe_sandbox)
-    spec = ExtendSpec(families=_csv(tasks), limit=limit, shots=shots, judge=str(judge) if judge else None, commit_every=commit_every, unsafe_sandbox=unsafe_sandbox)
+    spec = ExtendSpec(families=_csv(tasks), limit=limit, shots=shots, commit_every=commit_every, grader_options=_grader_options(judge, unsafe_sandbox))
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[status]}"), TimeElapsedColumn())
     with progress(console, *columns) as bar:
         task = bar.add_task(f"extend {config.name}", total=None, status="planning")
@@ -472,8 +471,7 @@ def regrade(
     """Grade stored responses again where the grader version changed or grading failed (no model calls)."""
     from harness.refresh import regrade as run_regrade
 
-    _warn_unsafe(unsafe_sandbox)
-    counts = run_regrade(_store(store), list(_csv(models) or ()) or None, judge=str(judge) if judge else None, unsafe_sandbox=unsafe_sandbox)
+    counts = run_regrade(_store(store), list(_csv(models) or ()) or None, grader_options=_grader_options(judge, unsafe_sandbox))
     console.print("regraded " + (", ".join(f"{m}: {n}" for m, n in sorted(counts.items())) or "nothing: every grade is current"))
 
 
@@ -509,8 +507,7 @@ def refresh(
     from harness.refresh import refresh as run_refresh
 
     st = _store(store)
-    _warn_unsafe(unsafe_sandbox)
-    spec = ExtendSpec(families=_csv(tasks), limit=limit, judge=str(judge) if judge else None, unsafe_sandbox=unsafe_sandbox)
+    spec = ExtendSpec(families=_csv(tasks), limit=limit, grader_options=_grader_options(judge, unsafe_sandbox))
     report = run_refresh(st, str(models_dir) if models_dir else None, spec, address=address, on_model=lambda m: console.print(f"refreshing {m}…"))
     for name, r in report.extended.items():
         console.print(f"{name}: {r.appended} outcomes appended ({r.skipped_done} already current), ${r.spend_usd:.4f}")
@@ -520,10 +517,14 @@ def refresh(
         "regraded " + (", ".join(f"{m}: {n}" for m, n in sorted(report.regraded.items())) or "nothing")
         + "; repriced " + (", ".join(f"{m}: {n}" for m, n in sorted(report.repriced.items())) or "nothing")
     )
+    for _, why in sorted(report.broken.items()):
+        err_console.print(f"broken model config (skipped): {why}", highlight=False)
     if evaluate_after:
         from harness.evaluate import EvalSpec
 
         _evaluate_and_print(st, EvalSpec(), out, address=address)
+    if report.broken:
+        raise typer.Exit(1)  # the others were refreshed; a scheduler still sees that one needs fixing
 
 
 @sandbox_app.command("check")
@@ -544,9 +545,11 @@ def sandbox_check() -> None:
     console.print("sandbox ok: code-exec grading runs in bubblewrap")
 
 
-def _warn_unsafe(unsafe: bool) -> None:
-    if unsafe:
+def _grader_options(judge: Path | None, unsafe_sandbox: bool) -> dict:
+    """The grader options the CLI's flags set; each grader takes those it declares."""
+    if unsafe_sandbox:
         err_console.print("[bold red]warning:[/] --unsafe-sandbox: model-written code is graded without bubblewrap; outcomes record 'code-exec@…+unsafe-sandbox'", highlight=False)
+    return {k: v for k, v in {"judge": str(judge) if judge else None, "unsafe_sandbox": unsafe_sandbox}.items() if v}
 
 
 app.add_typer(prompts_app, name="prompts")

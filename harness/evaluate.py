@@ -19,7 +19,7 @@ from harness import metrics
 from harness.calibration import CalibrationResult, CalibrationTarget, calibrate_folds, parse_targets, supports_calibration
 from harness.dataset import Store
 from harness.errors import UserError
-from harness.matrix import OutcomeMatrix, concat_matrices
+from harness.matrix import OutcomeMatrix, concat_matrices, outcome_matrices
 from harness.ray_runtime import ensure_ray
 from harness.splits import Fold, parse_split
 from harness.embeddings import DEFAULT_EMBED_BACKEND, DEFAULT_EMBED_TEXT, DEFAULT_EMBEDDER, attach_features
@@ -239,7 +239,7 @@ def evaluate(
     routers = [r for name in names for r in build_routers(name, options)]
     splitter = parse_split(spec.split, keep_file_order=spec.parity is not None)
     needs_features = any(r.needs_features for r in routers)
-    matrices = store.matrices(with_prompts=needs_features or any(r.needs_prompts for r in routers))
+    matrices = outcome_matrices(store, with_prompts=needs_features or any(r.needs_prompts for r in routers))
     families = list(spec.families) if spec.families else sorted(matrices)
     unknown = [f for f in families if f not in matrices]
     if unknown:

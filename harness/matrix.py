@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
+
+if TYPE_CHECKING:  # the store reads tables; this module only shapes what it reads
+    from harness.dataset import StoreReader
 
 
 @dataclass(frozen=True)
@@ -98,3 +103,39 @@ def concat_matrices(parts: list[OutcomeMatrix], family: str | None = None) -> Ou
         prompts_original=cat("prompts_original"),
         features=cat("features"),
     )
+
+def outcome_matrices(
+    store: StoreReader,
+    families: Iterable[str] | None = None,
+    models: Iterable[str] | None = None,
+    with_prompts: bool = False,
+) -> dict[str, OutcomeMatrix]:
+    """Score and cost matrices (prompts × models) per task family of a store, in one vectorised pivot."""
+    pcols = ["sample_id", "task", "task_family"] + (["prompt", "prompt_original"] if with_prompts else [])
+    prompts = store.prompts(pcols, families=families).sort_values("sample_id", ignore_index=True)
+    pool = list(models) if models is not None else store.models()
+    outcomes = store.outcomes(["sample_id", "model", "score", "cost_usd"], models=pool)
+    outcomes = outcomes[outcomes["score"].notna()]
+    rows = pd.Index(prompts["sample_id"]).get_indexer(outcomes["sample_id"])
+    cols = pd.Index(pool).get_indexer(outcomes["model"])
+    keep = (rows >= 0) & (cols >= 0)
+    shape = (len(prompts), len(pool))
+    scores = np.full(shape, np.nan)
+    costs = np.full(shape, np.nan)
+    scores[rows[keep], cols[keep]] = outcomes["score"].to_numpy(dtype=float)[keep]
+    costs[rows[keep], cols[keep]] = outcomes["cost_usd"].to_numpy(dtype=float)[keep]
+
+    result: dict[str, OutcomeMatrix] = {}
+    for family, idx in prompts.groupby("task_family", sort=True).indices.items():
+        p = prompts.iloc[idx]
+        result[str(family)] = OutcomeMatrix(
+            family=str(family),
+            sample_ids=p["sample_id"].to_numpy(dtype=object),
+            tasks=p["task"].to_numpy(dtype=object),
+            models=tuple(pool),
+            scores=scores[idx],
+            costs=costs[idx],
+            prompts=p["prompt"].to_numpy(dtype=object) if with_prompts else None,
+            prompts_original=p["prompt_original"].to_numpy(dtype=object) if with_prompts else None,
+        )
+    return result

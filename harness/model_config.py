@@ -222,15 +222,30 @@ def default_models_dir() -> Path:
     return here if here.is_dir() else PACKAGE_ROOT / "model_configs"
 
 
-def load_model_configs(directory: str | os.PathLike | None = None) -> dict[str, ModelConfig]:
-    """Every config in a directory, by model name; two files naming the same model is an error."""
+def scan_model_configs(directory: str | os.PathLike | None = None) -> tuple[dict[str, ModelConfig], dict[str, str]]:
+    """Every config in a directory that loads, by model name, and the one-line reason each other
+    file did not (two files naming the same model: the second is the broken one)."""
     directory = Path(directory) if directory else default_models_dir()
     if not directory.is_dir():
         raise UserError(f"{directory}: no such model config directory")
     configs: dict[str, ModelConfig] = {}
+    broken: dict[str, str] = {}
     for path in sorted(directory.glob("*.y*ml")):
-        cfg = load_model_config(path)
-        if cfg.name in configs:
-            raise UserError(f"{path}: model name '{cfg.name}' is also used by {configs[cfg.name].source}")
-        configs[cfg.name] = cfg
+        try:
+            config = load_model_config(path)
+        except UserError as exc:
+            broken[str(path)] = str(exc)
+            continue
+        if config.name in configs:
+            broken[str(path)] = f"{path}: model name '{config.name}' is also used by {configs[config.name].source}"
+        else:
+            configs[config.name] = config
+    return configs, broken
+
+
+def load_model_configs(directory: str | os.PathLike | None = None) -> dict[str, ModelConfig]:
+    """Every config in a directory, by model name; any file that does not load is the error."""
+    configs, broken = scan_model_configs(directory)
+    if broken:
+        raise UserError(next(iter(broken.values())))
     return configs

@@ -4,24 +4,26 @@
    sorted sample_id order), minus those this model already answered under the same config hash
    (model, sampling, chat and prompt template). Engine failures and stale answers are redone; a
    rerun of an interrupted run does only what is missing.
-2. **Generate** (an actor holding the model's engine): each family renders its prompts (0- or
-   k-shot); multi-turn prompts are answered turn by turn. The engine brings its own parallelism:
+2. **Generate** (an actor holding the model's engine, :class:`harness.answering.Answerer`, the
+   path ``generate`` takes too): each family renders its prompts (0- or k-shot); multi-turn
+   prompts are answered turn by turn. The engine brings its own parallelism:
    vLLM replicas on GPUs, API callers sharing a rate limiter, a llama.cpp server.
-3. **Grade** (tasks, ``map_batches``): each row's family names its grader; code runs in the
-   sandbox (bubblewrap) on nodes with the custom ``sandbox`` resource, in workers whose environment
-   holds no API key. An engine failure skips grading; a grader error or missing gold is recorded
-   as the outcome's ``error``, never a 0.
+3. **Grade** (tasks, ``map_batches``): each row's family names its grader, built with the run's
+   grader options (``spec.grader_options``: each grader takes those it declares). The graders
+   declare where they run (code: on nodes with the custom ``sandbox`` resource) and whether their
+   workers must hold no API key. An engine failure skips grading; a grader error or missing gold
+   is recorded as the outcome's ``error``, never a 0.
 
-Everything that can be checked before Ray starts is (:func:`preflight`): the model's and the
-judge's key variables (read once, here, and carried to the engines with their configs) and, for
-code grading on this machine, bubblewrap.
+Everything that can be checked before Ray starts is (:func:`preflight`): the model's key variable
+and those of the model configs among the grader options (read once, here, and carried to the
+engines with their configs) and, when grading runs on this machine, each grader's own check
+(bubblewrap for code).
 4. **Append** (driver): graded rows are committed every ``commit_every`` rows, each commit atomic,
    so a killed run loses at most the rows since the last commit and a rerun fills them in.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 import warnings
@@ -31,29 +33,24 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
+from harness.answering import Answerer, work_rows
 from harness.dataset import Store
 from harness.errors import UserError
-from harness.generation.base import Request, Result, build_engine
-from harness.grading import GRADERS, build_grader, grade_frame
+from harness.grading import grade_frame, grader_class, make_grader, prepare_options
 from harness.grading.base import parse_meta
-from harness.grading.sandbox import require_bubblewrap
-from harness.model_config import ModelConfig, load_model_config
-from harness.ray_runtime import SANDBOX_RESOURCE, ensure_ray, joins_cluster, keyless_runtime_env
-from harness.tasks import family_of, turns_of
-
-WORK_COLUMNS = ["sample_id", "task_family", "prompt", "gold", "meta", "messages", "grader", "config_hash"]
-
+from harness.model_config import ModelConfig
+from harness.ray_runtime import ensure_ray, joins_cluster, keyless_runtime_env
 
 @dataclass(frozen=True)
 class ExtendSpec:
     families: tuple[str, ...] | None = None  # default: every family in the store
     limit: int | None = None  # first N prompts of each family, in sorted sample_id order
     shots: int = 0
-    judge: str | ModelConfig | None = None  # model config (path, or loaded) of the MT-Bench judge
     commit_every: int = 64
     batch_size: int | None = None  # prompts per generation batch (default from the config's concurrency)
     sample_ids: tuple[str, ...] | None = None  # restrict to these prompts (refresh's stale rows)
-    unsafe_sandbox: bool = False  # grade code in the weaker process sandbox (no bubblewrap)
+    # Options for every grader that declares them: {"judge": "model_configs/j.yaml", "unsafe_sandbox": True}.
+    grader_options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -88,7 +85,7 @@ def error_kind(error: str) -> str:
 
 
 def plan(store: Store, config: ModelConfig, spec: ExtendSpec) -> tuple[pd.DataFrame, int]:
-    """The prompts to answer (``WORK_COLUMNS``) and how many were already done."""
+    """The prompts to answer (work rows, :func:`harness.answering.work_rows`) and how many were already done."""
     prompts = store.prompts(["sample_id", "task", "task_family", "prompt", "gold", "meta"])
     if prompts.empty:
         raise UserError(f"the store at {store.uri} has no prompts; `routerbench import` or `routerbench prompts import` first")
@@ -103,19 +100,7 @@ def plan(store: Store, config: ModelConfig, spec: ExtendSpec) -> tuple[pd.DataFr
     if spec.limit is not None:
         prompts = prompts.groupby("task_family", sort=True).head(spec.limit).reset_index(drop=True)
 
-    rows = []
-    for row in prompts.to_dict("records"):
-        fam = family_of(row)
-        rows.append(
-            {
-                **row,
-                "grader": fam.grader_for(row),
-                "config_hash": config.config_hash({"template": fam.template_id(spec.shots)}),
-                # multi-turn prompts are rendered turn by turn while generating, with the model's own answers
-                "messages": json.dumps(fam.render(row, spec.shots), ensure_ascii=False) if turns_of(row) == 1 else None,
-            }
-        )
-    work = pd.DataFrame(rows, columns=[*WORK_COLUMNS, "task"])
+    work = work_rows(prompts, config, spec.shots)
     done = store.outcomes(["sample_id", "response", "score", "error", "config_hash"], models=[config.name])
     # An answer is kept once the model gave one: a grading problem (missing gold, grader error) is
     # `regrade`'s to fix from the stored response, only engine failures are asked again.
@@ -123,83 +108,14 @@ def plan(store: Store, config: ModelConfig, spec: ExtendSpec) -> tuple[pd.DataFr
     stored = work[["sample_id", "config_hash"]].merge(done[answered.to_numpy()].assign(_present=True), on="sample_id", how="left", suffixes=("", "_stored"))
     # Done: answered under the same config hash, or imported (no hash: answers published as they are).
     finished = stored["_present"].notna() & (stored["config_hash_stored"].isna() | (stored["config_hash_stored"] == stored["config_hash"]))
-    return work[~finished.to_numpy()].reset_index(drop=True)[WORK_COLUMNS], int(finished.sum())
+    return work[~finished.to_numpy()].reset_index(drop=True), int(finished.sum())
 
 
 # ---------------------------------------------------------------------- generate
-class GenerateStage:
-    """Ray Data actor: holds one engine for the model and answers batches of work rows."""
-
-    def __init__(self, config: ModelConfig, shots: int) -> None:
-        self.config = config
-        self.shots = shots
-        self.engine = build_engine(config)
-        start = getattr(self.engine, "start", None)
-        if callable(start):  # servers and replicas up before two batches may call in at once
-            start()
-
-    def _answer(self, requests: list[Request]) -> dict[str, Any]:
-        return {r.sample_id: r for r in self.engine.generate(requests)} if requests else {}
-
-    def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
-        results = self._answer([Request(s, json.loads(m)) for s, m in zip(batch["sample_id"], batch["messages"]) if m is not None])
-        multi = batch[batch["messages"].isna()]
-        if len(multi):
-            results.update(self._answer_turns(multi))
-        out = batch.copy()
-        rs = [results[s] for s in batch["sample_id"]]
-        # Typed columns: every block then has the same Arrow schema, whatever its nulls.
-        out["response"] = pd.array([r.response for r in rs], dtype="string")
-        out["input_tokens"] = pd.array([r.input_tokens for r in rs], dtype="Int64")
-        out["output_tokens"] = pd.array([r.output_tokens for r in rs], dtype="Int64")
-        out["latency_s"] = pd.array([r.latency_s for r in rs], dtype="Float64")
-        out["cost_usd"] = pd.array([r.cost_usd for r in rs], dtype="Float64")
-        out["error"] = pd.array([None if r.error is None else f"engine:{r.error}" for r in rs], dtype="string")
-        return out
-
-    def _answer_turns(self, rows: pd.DataFrame) -> dict[str, Any]:
-        """Multi-turn prompts (MT-Bench): turn k is asked with the model's own answers to turns < k;
-        the response is the JSON list of answers, usage and cost summed over the turns."""
-        records = {r["sample_id"]: r for r in rows.to_dict("records")}
-        answers: dict[str, list[str]] = {s: [] for s in records}
-        totals: dict[str, Result] = {s: Result(s, self.config.name, input_tokens=0, output_tokens=0, latency_s=0.0, cost_usd=0.0) for s in records}
-        for turn in range(max(turns_of(r) for r in records.values())):
-            live = [s for s, r in records.items() if turn < turns_of(r) and totals[s].ok]
-            requests = [Request(s, family_of(records[s]).render(records[s], self.shots, answers=answers[s])) for s in live]
-            for s, res in self._answer(requests).items():
-                total = totals[s]
-                total.input_tokens = (total.input_tokens or 0) + (res.input_tokens or 0)
-                total.output_tokens = (total.output_tokens or 0) + (res.output_tokens or 0)
-                total.latency_s = (total.latency_s or 0.0) + (res.latency_s or 0.0)
-                total.cost_usd = (total.cost_usd or 0.0) + (res.cost_usd or 0.0)
-                total.error, total.error_detail = res.error, res.error_detail
-                if res.ok:
-                    answers[s].append(res.response or "")
-        for s, total in totals.items():
-            total.response = json.dumps(answers[s], ensure_ascii=False) if total.ok else None
-        return totals
-
-
 # ---------------------------------------------------------------------- grade
-def is_sandboxed(grader: str) -> bool:
-    """Whether the grader registered as ``grader`` runs model-written code."""
-    return bool(getattr(GRADERS.get(grader), "sandboxed", False))
-
-
-def make_grader(name: str, metas: list[dict], judge: str | ModelConfig | None, unsafe_sandbox: bool = False):
-    """A grader by name; the MT-Bench judge is built from a judge model config and the prompts stored with the questions."""
-    if name != "mtbench-judge":
-        return build_grader(name, **({"unsafe_sandbox": True} if unsafe_sandbox and is_sandboxed(name) else {}))
-    from harness.grading.judge import JudgeGrader, engine_completer, judge_prompts_from_metas
-
-    if judge is None:
-        raise UserError("MT-Bench answers need a judge: pass --judge model_configs/<judge>.yaml")
-    config = judge if isinstance(judge, ModelConfig) else load_model_config(judge)
-    return JudgeGrader(engine_completer(config), judge_prompts_from_metas(metas), config.name)
-
-
-def grade_batch(batch: pd.DataFrame, judge: str | ModelConfig | None = None, unsafe_sandbox: bool = False) -> pd.DataFrame:
-    """Grade the rows that have a response, grader by grader; engine failures keep their error."""
+def grade_batch(batch: pd.DataFrame, options: dict[str, Any] | None = None) -> pd.DataFrame:
+    """Grade the rows that have a response, grader by grader, each with the ``options`` it declares;
+    engine failures keep their error."""
     out = batch.copy()
     out["score"] = np.nan
     out["grader_id"] = pd.array([None] * len(out), dtype="string")
@@ -208,7 +124,7 @@ def grade_batch(batch: pd.DataFrame, judge: str | ModelConfig | None = None, uns
     for name, idx in out[answered].groupby("grader").groups.items():
         rows = out.loc[idx]
         try:
-            grader = make_grader(str(name), [parse_meta(m) for m in rows["meta"]], judge, unsafe_sandbox)
+            grader = make_grader(str(name), options, [parse_meta(m) for m in rows["meta"]])
             graded = grade_frame(grader, rows[["response", "gold", "meta", "prompt"]])
             grader.close()
         except UserError as exc:
@@ -241,15 +157,12 @@ def _outcome_rows(graded: pd.DataFrame, model: str) -> pd.DataFrame:
 
 def preflight(config: ModelConfig, spec: ExtendSpec, graders: set[str], address: str | None = None) -> tuple[ModelConfig, ExtendSpec]:
     """Fail here, in one line, on what would otherwise fail inside Ray: an unset key variable (of
-    the model or the judge) and code grading without bubblewrap on this machine (a cluster's
-    sandbox nodes are checked where they grade). Returns the config and spec holding their keys."""
+    the model or of a model config among the options of the ``graders``) and, when grading runs on
+    this machine, what a grader checks there (bubblewrap for code; a cluster's sandbox nodes are
+    checked where they grade). Returns the config and spec holding their keys."""
     config = config.holding_key()
-    judge = spec.judge
-    if "mtbench-judge" in graders and judge is not None:
-        judge = (judge if isinstance(judge, ModelConfig) else load_model_config(judge)).holding_key()
-    if not spec.unsafe_sandbox and not joins_cluster(address) and any(is_sandboxed(g) for g in graders):
-        require_bubblewrap()
-    return config, replace(spec, judge=judge)
+    options = prepare_options(graders, spec.grader_options, check_here=not joins_cluster(address))
+    return config, replace(spec, grader_options=options)
 
 
 def extend(
@@ -281,15 +194,19 @@ def extend(
 
     engine = config.engine
     size = spec.batch_size or engine.batch_size(config)
-    sandboxed = any(is_sandboxed(str(g)) for g in work["grader"].dropna().unique())
-    # Code graders: on sandbox nodes, and with every key variable blanked (a cluster's nodes may hold keys).
-    grade_args: dict[str, Any] = {"resources": {SANDBOX_RESOURCE: 1}, "runtime_env": keyless_runtime_env()} if sandboxed else {}
+    graders = [grader_class(str(g)) for g in work["grader"].dropna().unique()]
+    # Where the graders declare they run (code: on sandbox nodes), and without any key variable if
+    # one must hold none (a cluster's nodes may hold keys).
+    resources = {r: max(g.resources.get(r, 0) for g in graders) for g in graders for r in g.resources}
+    grade_args: dict[str, Any] = {"resources": resources} if resources else {}
+    if any(g.keyless for g in graders):
+        grade_args["runtime_env"] = keyless_runtime_env()
     # One block per generation batch, so graded rows stream back batch by batch.
     ds = ray.data.from_pandas([work.iloc[i : i + size] for i in range(0, len(work), size)])
     with warnings.catch_warnings():  # max_restarts has no named parameter in Ray Data yet
         warnings.simplefilter("ignore", RayDeprecationWarning)
         ds = ds.map_batches(
-            GenerateStage,
+            Answerer,
             fn_constructor_kwargs={"config": config, "shots": spec.shots},
             batch_size=size,
             batch_format="pandas",
@@ -298,7 +215,7 @@ def extend(
             **engine.stage_resources(config),
             max_restarts=0,  # a restarted engine would answer a batch twice; failures are recorded instead
         )
-    ds = ds.map_batches(grade_batch, fn_kwargs={"judge": spec.judge, "unsafe_sandbox": spec.unsafe_sandbox}, batch_size=size, batch_format="pandas", num_cpus=1, **grade_args)
+    ds = ds.map_batches(grade_batch, fn_kwargs={"options": spec.grader_options}, batch_size=size, batch_format="pandas", num_cpus=1, **grade_args)
 
     pending: list[pd.DataFrame] = []
 

@@ -1,27 +1,28 @@
 """Keep the store fresh without re-asking models what they already answered.
 
 * ``regrade``: outcomes whose grader version is not the current one (or whose grading failed) are
-  graded again from their stored responses — no model calls.
+  graded again from their stored responses by the grader rebuilt from their stored id — no model
+  calls, but for a judge, which only a run given its model's config can rebuild.
 * ``reprice``: outcomes of token-priced models whose cost no longer matches the config's prices
   are re-costed from their stored token counts — no model calls.
 * ``refresh``: for every model config, answer what is missing (new prompts, a new model) or stale
   (its config hash changed), then regrade and reprice. Imported outcomes (RouterBench's, no config
-  hash and no grader of ours) are left as they were published.
+  hash and no grader of ours) are left as they were published. A config that fails to load is
+  reported (``MaintenanceReport.broken``) and the others are refreshed.
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import pandas as pd
 
 from harness.dataset import Store
-from harness.grading import build_grader
-from harness.grading.code_exec import UNSAFE_SUFFIX
-from harness.model_config import ModelConfig, load_model_configs
+from harness.grading import prepare_options, regrade_options
+from harness.model_config import ModelConfig, scan_model_configs
 from harness.pipeline import ExtendReport, ExtendSpec, Progress, extend, grade_batch
 from harness.tasks import family_of
 
@@ -34,49 +35,59 @@ class MaintenanceReport:
     repriced: dict[str, int] = field(default_factory=dict)
     extended: dict[str, ExtendReport] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)  # model → why
+    broken: dict[str, str] = field(default_factory=dict)  # config file → why it did not load
 
 
-def current_graders(rows: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
-    """Per row, the grader its family uses now and that grader's ``name@version`` (None for the
-    MT-Bench judge, whose version names the judge model: only a run with ``--judge`` can tell)."""
-    names = pd.Series([family_of(r).grader_for(r) for r in rows.to_dict("records")], index=rows.index, dtype=object)
-    ids = {name: None if name == "mtbench-judge" else build_grader(str(name)).id for name in names.unique()}
-    return names, names.map(ids)
-
-
-def stale_grades(store: Store, models: list[str] | None = None, unsafe_sandbox: bool = False) -> pd.DataFrame:
-    """Outcomes with a response whose grade is out of date: another grader version, or a grading
-    error. Grades from the weaker sandbox (``+unsafe-sandbox``) are stale, except to a run that
-    itself grades there, which would only give the same grade again."""
+def stale_grades(store: Store, models: list[str] | None = None, grader_options: Mapping[str, Any] | None = None) -> pd.DataFrame:
+    """Outcomes with a response whose grade is out of date and that this run can grade again (see
+    :func:`harness.grading.regrade_options`), with ``grader_name`` (their family's grader) and
+    ``grade_with`` (the options that rebuild it). Grades from the weaker sandbox are stale, except to
+    a run that itself grades there; a judge's are regraded only by a run given its model's config."""
     outcomes = store.outcomes(["sample_id", "model", "response", "score", "cost_usd", "input_tokens", "output_tokens", "latency_s", "grader", "config_hash", "error"], models=models)
     ours = outcomes["grader"].notna() | outcomes["error"].fillna("").str.startswith(("grader:", "gold:"))
     answered = outcomes["response"].notna() & ~outcomes["error"].fillna("").str.startswith("engine:")
     candidates = outcomes[ours & answered]
     if candidates.empty:
-        return candidates.assign(prompt=None, gold=None, meta=None, task_family=None, task=None, grader_name=None)
+        return candidates.assign(prompt=None, gold=None, meta=None, task_family=None, task=None, grader_name=None, grade_with=None)
     prompts = store.prompts(["sample_id", "task", "task_family", "prompt", "gold", "meta"])
     rows = candidates.merge(prompts, on="sample_id", how="inner")
-    names, current = current_graders(rows)
-    failed = rows["error"].fillna("").str.startswith(("grader:", "gold:"))
-    current_here = current + UNSAFE_SUFFIX if unsafe_sandbox else current
-    same = (rows["grader"] == current) | (rows["grader"] == current_here)
-    stale = (current.notna() & (~same | failed)).to_numpy()
-    return rows.assign(grader_name=names)[stale].reset_index(drop=True)
-
-
-def regrade(store: Store, models: list[str] | None = None, judge: str | None = None, chunk: int = 512, unsafe_sandbox: bool = False) -> dict[str, int]:
-    """Grade stale outcomes again from their stored responses; returns regraded counts per model."""
-    rows = stale_grades(store, models, unsafe_sandbox)
-    counts: dict[str, int] = {}
-    for start in range(0, len(rows), chunk):
-        part = rows.iloc[start : start + chunk].rename(columns={"grader": "old_grader", "grader_name": "grader"})
-        graded = grade_batch(part.assign(error=None), judge=judge, unsafe_sandbox=unsafe_sandbox)
-        out = graded[["sample_id", "model", "response", "score", "cost_usd", "input_tokens", "output_tokens", "latency_s", "config_hash", "error"]].assign(
-            grader=graded["grader_id"]
+    keys = list(
+        zip(
+            [g if isinstance(g, str) else None for g in rows["grader"]],
+            [family_of(r).grader_for(r) for r in rows.to_dict("records")],
+            rows["error"].fillna("").str.startswith(("grader:", "gold:")),
         )
-        store.append(outcomes=out, overwrite=True, source="regrade")
-        for model, n in out["model"].value_counts().items():
-            counts[str(model)] = counts.get(str(model), 0) + int(n)
+    )
+    plans = {(stored, name, failed): regrade_options(stored, name, grader_options or {}, bool(failed)) for stored, name, failed in set(keys)}
+    grade_with = pd.Series([plans[k] for k in keys], index=rows.index, dtype=object)
+    stale = grade_with.notna().to_numpy()
+    return rows.assign(grader_name=[k[1] for k in keys], grade_with=grade_with)[stale].reset_index(drop=True)
+
+
+def regrade(
+    store: Store,
+    models: list[str] | None = None,
+    *,
+    grader_options: Mapping[str, Any] | None = None,
+    chunk: int = 512,
+) -> dict[str, int]:
+    """Grade stale outcomes again from their stored responses; returns regraded counts per model.
+    ``grader_options`` are the run's (``{"judge": path, "unsafe_sandbox": True}``)."""
+    rows = stale_grades(store, models, dict(grader_options or {}))
+    counts: dict[str, int] = {}
+    tags = rows["grade_with"].map(lambda o: "+".join(o.tags()))
+    for (name, _), group in rows.groupby([rows["grader_name"], tags], sort=True):
+        # keys read and this machine checked (bubblewrap for code) once per grader, before its outcomes are written
+        record = prepare_options([str(name)], dict(group["grade_with"].iloc[0]))
+        for start in range(0, len(group), chunk):
+            part = group.iloc[start : start + chunk].rename(columns={"grader": "old_grader", "grader_name": "grader"})
+            graded = grade_batch(part.assign(error=None), options=record)
+            out = graded[["sample_id", "model", "response", "score", "cost_usd", "input_tokens", "output_tokens", "latency_s", "config_hash", "error"]].assign(
+                grader=graded["grader_id"]
+            )
+            store.append(outcomes=out, overwrite=True, source="regrade")
+            for model, n in out["model"].value_counts().items():
+                counts[str(model)] = counts.get(str(model), 0) + int(n)
     return counts
 
 
@@ -95,10 +106,7 @@ def reprice(store: Store, configs: dict[str, ModelConfig]) -> tuple[dict[str, in
         known = out["input_tokens"].notna() & out["output_tokens"].notna()
         if not known.any():
             continue
-        new = (
-            out.loc[known, "input_tokens"].to_numpy(float) * config.price.input_per_mtok
-            + out.loc[known, "output_tokens"].to_numpy(float) * config.price.output_per_mtok
-        ) / 1e6 + config.price.per_request
+        new = config.price.cost(out.loc[known, "input_tokens"].to_numpy(float), out.loc[known, "output_tokens"].to_numpy(float))  # vectorised
         old = out.loc[known, "cost_usd"].to_numpy(float)
         changed = ~np.isclose(new, old, rtol=0, atol=COST_TOLERANCE) | np.isnan(old)
         if not changed.any():
@@ -126,8 +134,8 @@ def refresh(
     on_progress: Callable[[Progress], None] | None = None,
 ) -> MaintenanceReport:
     """Answer missing and stale prompts for every config in ``models_dir``, then regrade and reprice."""
-    configs = load_model_configs(models_dir)
-    report = MaintenanceReport()
+    configs, broken = scan_model_configs(models_dir)
+    report = MaintenanceReport(broken=broken)
     for name, config in configs.items():
         why = missing_key(config)
         if why:
@@ -136,7 +144,7 @@ def refresh(
         if on_model:
             on_model(name)
         report.extended[name] = extend(store, config, spec, address=address, on_progress=on_progress)
-    report.regraded = regrade(store, judge=spec.judge, unsafe_sandbox=spec.unsafe_sandbox)  # type: ignore[arg-type]
+    report.regraded = regrade(store, grader_options=spec.grader_options)
     report.repriced, skipped = reprice(store, configs)
     for model, why in skipped.items():
         report.skipped.setdefault(model, why)

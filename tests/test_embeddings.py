@@ -29,6 +29,7 @@ from harness.embeddings import (
 )
 from harness.errors import UserError
 from tests.conftest import SHARED_DATA, require_shared
+from harness.matrix import outcome_matrices
 
 
 def _onnx_skip() -> pytest.MarkDecorator:
@@ -75,7 +76,7 @@ def test_embeddings_are_computed_once_and_cached(model, tmp_path: Path) -> None:
 
 
 def test_text_choice(imported_store) -> None:
-    m = imported_store.matrices(families=["mbpp"], with_prompts=True)["mbpp"]
+    m = outcome_matrices(imported_store, families=["mbpp"], with_prompts=True)["mbpp"]
     original, plain = prompt_texts(m, "original"), prompt_texts(m, "plain")
     i = list(m.sample_ids).index("mbpp.dev.1")
     assert original[i] == "['Write a python function to identify non-prime numbers.']"
@@ -128,7 +129,7 @@ def test_distinct_strips_what_every_prompt_of_the_family_shares() -> None:
 
 
 def test_distinct_is_per_family_and_the_default(imported_store, monkeypatch) -> None:
-    ms = imported_store.matrices(families=["arc-challenge", "winogrande"], with_prompts=True)
+    ms = outcome_matrices(imported_store, families=["arc-challenge", "winogrande"], with_prompts=True)
     arc, wino = prompt_texts(ms["arc-challenge"], "distinct"), prompt_texts(ms["winogrande"], "distinct")
     original = prompt_texts(ms["arc-challenge"], "original")
     assert len(set(arc)) == len(arc) and len(set(wino)) == len(wino)  # "original": one vector per family

@@ -17,6 +17,7 @@ from harness.errors import UserError
 from harness.evaluate import AIQ_COLUMNS, POINT_COLUMNS, EvalSpec, evaluate
 from harness.importers import load_sources
 from harness.splits import routerbench_order
+from harness.matrix import outcome_matrices
 
 FAMILIES = ["arc-challenge", "mbpp", "winogrande"]
 
@@ -77,7 +78,7 @@ def check_all_routers(pts: pd.DataFrame, aiq: pd.DataFrame, families: list[str])
 
 
 def test_single_model_points_are_test_split_means(imported_store: Store, sequential_result) -> None:
-    m = imported_store.matrices()["mbpp"]
+    m = outcome_matrices(imported_store)["mbpp"]
     order = routerbench_order(m.sample_ids)
     test = np.sort(order[int(0.7 * m.n) :])
     pts = sequential_result.points.query("task_family == 'mbpp' and router == 'llm'").set_index("config")
@@ -91,7 +92,7 @@ def test_bootstrap_interval_is_the_percentile_of_resampled_aiqs(imported_store: 
     AIQs recomputed here on the same seeded resamples of the test prompts (with replacement)."""
     resamples, seed = 40, 7
     aiq = evaluate(imported_store, EvalSpec(("llm",), families=("mbpp",), bootstrap=resamples, seed=seed), parallel=False).aiq
-    m = imported_store.matrices()["mbpp"]
+    m = outcome_matrices(imported_store)["mbpp"]
     test = np.sort(routerbench_order(m.sample_ids)[int(0.7 * m.n) :])
     n = len(test)
     counts = np.random.default_rng(seed).multinomial(n, np.full(n, 1.0 / n), size=resamples)
@@ -130,7 +131,7 @@ def test_prompts_without_every_outcome_are_left_out_and_counted(routerbench_dir:
     batch = load_sources([str(routerbench_dir)], on_ambiguous="rekey")
     store.append(batch.prompts, batch.outcomes)
     result = evaluate(store, EvalSpec(BASELINES, families=("arc-challenge",), bootstrap=0), parallel=False)
-    m = store.matrices()["arc-challenge"]
+    m = outcome_matrices(store)["arc-challenge"]
     test = routerbench_order(m.sample_ids)[int(0.7 * m.n) :]
     expected = int((~m.complete_rows()[test]).sum())
     assert expected > 0

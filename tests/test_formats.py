@@ -17,6 +17,7 @@ from harness.dataset import Store, effective_cost_source
 from harness.errors import UserError
 from harness.importers import EXPORTS, load_sources
 from tests.conftest import SHARED_DATA, require_shared
+from harness.matrix import outcome_matrices
 
 ROUTELLM = SHARED_DATA / "routellm"
 LLMROUTER = SHARED_DATA / "llmrouter"
@@ -110,7 +111,7 @@ def test_llmrouter_matrix_prices_gold_and_split(tmp_path: Path) -> None:
 
     path = tmp_path / "split.json"
     path.write_text(json.dumps(split))
-    fold = parse_split(f"file:{path}")("mmlu", store.matrices(families=["mmlu"]))[0]
+    fold = parse_split(f"file:{path}")("mmlu", outcome_matrices(store, families=["mmlu"]))[0]
     assert fold.test.n == len(split["mmlu"]["test"]) and fold.train.n == len(split["mmlu"]["train"])
     # --write-split through the CLI
     out = tmp_path / "cli-split.json"

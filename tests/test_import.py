@@ -21,6 +21,7 @@ import pytest
 from harness.dataset import Store
 from harness.errors import UserError
 from harness.importers import CSV_OPTIONS, decode_list_cells, encode_list_cells, load_sources, to_wide
+from harness.matrix import outcome_matrices
 
 MODELS = 11
 AMBIGUOUS = 14  # arc-challenge ids each used by two different questions
@@ -50,7 +51,7 @@ def test_ambiguous_ids_are_reported_and_rekey_keeps_them(routerbench_dir: Path, 
     assert len(rekeyed.outcomes) == 3178 * MODELS - 154
     store = Store(tmp_path / "s")
     store.append(rekeyed.prompts, rekeyed.outcomes)
-    assert store.matrices()["arc-challenge"].complete_rows().sum() == 1484 - 2 * AMBIGUOUS
+    assert outcome_matrices(store)["arc-challenge"].complete_rows().sum() == 1484 - 2 * AMBIGUOUS
 
 
 def test_prompts_are_decoded_and_the_original_string_kept(imported_store: Store, routerbench_dir: Path) -> None:

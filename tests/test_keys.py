@@ -22,7 +22,7 @@ import yaml
 from harness.dataset import Store
 from harness.generation.testing.fault_server import FaultPlan, FaultServer
 from harness.grading import build_grader
-from harness.model_config import ModelConfig, key_variables, load_model_config
+from harness.model_config import ModelConfig, key_variables
 from harness.tasks import import_prompts
 from tests.conftest import needs_bubblewrap
 

@@ -17,7 +17,7 @@ from harness.embeddings import attach_features, prompt_texts
 from harness.errors import UserError
 from harness.evaluate import EvalSpec, evaluate
 from harness.importers import to_wide
-from harness.matrix import OutcomeMatrix
+from harness.matrix import OutcomeMatrix, outcome_matrices
 from harness.model_config import load_model_configs
 from harness.splits import parse_split, routerbench_order
 from routers import ROUTERBENCH_LAMBDAS
@@ -31,7 +31,7 @@ KS = (5, 10, 40)
 @pytest.fixture(scope="module")
 def published_split(imported_store: Store, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, np.ndarray, np.ndarray]:
     """A split file listing the training ids in RouterBench's shuffled order (its data frame's)."""
-    ids = imported_store.matrices()[FAMILY].sample_ids
+    ids = outcome_matrices(imported_store)[FAMILY].sample_ids
     order = routerbench_order(ids)
     cut = int(0.7 * len(order))
     train, test = ids[order[:cut]], ids[order[cut:]]
@@ -42,7 +42,7 @@ def published_split(imported_store: Store, tmp_path_factory: pytest.TempPathFact
 
 def routerbench_points(store: Store, train_ids: np.ndarray, test_ids: np.ndarray, k: int) -> pd.DataFrame:
     """RouterBench's KNN router as its code runs it: (λ, cost, quality) on the test prompts."""
-    m = attach_features(store, {FAMILY: store.matrices(with_prompts=True)[FAMILY]}, embed_text="original")[FAMILY]
+    m = attach_features(store, {FAMILY: outcome_matrices(store, with_prompts=True)[FAMILY]}, embed_text="original")[FAMILY]
     texts = prompt_texts(m, "original")
     embeddings = dict(zip(texts, np.asarray(m.features, dtype=np.float64)))
     wide = to_wide(store).set_index("sample_id", drop=False)

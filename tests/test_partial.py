@@ -16,7 +16,7 @@ import pytest
 from harness.dataset import EMBEDDINGS, Store
 from harness.embeddings import attach_features
 from harness.evaluate import EvalSpec, complete_folds, evaluate, route_folds
-from harness.matrix import OutcomeMatrix
+from harness.matrix import OutcomeMatrix, outcome_matrices
 from harness.splits import Fold, routerbench_order
 from routers import ROUTERS, Router, RoutingOptions, build_routers
 from routers.base import Choices, expected_cost
@@ -203,7 +203,7 @@ def partial_store(imported_store: Store, tmp_path_factory: pytest.TempPathFactor
     store = Store(tmp_path_factory.mktemp("partial") / "store")
     store.append(prompts, outcomes, source="partial mbpp")
     # the same texts: reuse the shared store's embeddings (computed there once per session)
-    attach_features(imported_store, {"mbpp": imported_store.matrices(with_prompts=True)["mbpp"]})
+    attach_features(imported_store, {"mbpp": outcome_matrices(imported_store, with_prompts=True)["mbpp"]})
     store.append_tables({EMBEDDINGS: imported_store.read_table(EMBEDDINGS)}, source="embeddings of the shared sample")
     return store
 
@@ -213,7 +213,7 @@ SPEC = EvalSpec(routers=("llm", "oracle", "knn", "svm", "tests.test_partial:Comp
 
 def test_evaluation_on_a_partial_store_trains_on_every_outcome_and_counts_what_is_left_out(partial_store: Store) -> None:
     result = evaluate(partial_store, SPEC, parallel=False)
-    m = partial_store.matrices()["mbpp"]
+    m = outcome_matrices(partial_store)["mbpp"]
     order = routerbench_order(m.sample_ids)
     cut = int(0.7 * m.n)
     train, test = np.sort(order[:cut]), np.sort(order[cut:])

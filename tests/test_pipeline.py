@@ -213,20 +213,67 @@ def test_stale_config_is_redone_and_imported_outcomes_are_not(echo_store, server
 
 
 def test_outcomes_json_for_multi_turn_prompts(tmp_path, server, ray_local) -> None:
-    """MT-Bench style prompts are answered turn by turn, the response a JSON list of the answers."""
+    """MT-Bench style prompts are answered turn by turn, the response a JSON list of the answers:
+    turn 2 is asked with turn 1 and the model's answer to it."""
     store = Store(tmp_path / "store")
     import_prompts(store, "mtbench", require_shared(SHARED_DATA / "mtbench"))
     config = load_model_config(config_file(tmp_path, server))
     judge = config_file(tmp_path, server, name="echo-judge")
-    report = extend(store, config, ExtendSpec(limit=2, judge=str(judge)))
+    report = extend(store, config, ExtendSpec(limit=2, grader_options={"judge": str(judge)}))
     out = store.outcomes(models=["echo-model"]).set_index("sample_id")
+    turns = {s: json.loads(m)["turns"] for s, m in store.prompts(["sample_id", "meta"]).itertuples(index=False)}
     assert report.appended == 2
     for sid, row in out.iterrows():
         answers = json.loads(row["response"])
-        assert len(answers) == 2 and all(isinstance(a, str) for a in answers)
-        assert server.ledger.bodies  # both turns went to the server
+        assert len(answers) == 2 and all(isinstance(a, str) and a for a in answers)
+        # the last request for this prompt is turn 2: turn 1, the model's answer to it, turn 2
+        assert server.ledger.bodies[sid]["messages"][-3:] == [
+            {"role": "user", "content": turns[sid][0]},
+            {"role": "assistant", "content": answers[0]},
+            {"role": "user", "content": turns[sid][1]},
+        ]
+        assert server.ledger.outcomes(sid) == ["ok", "ok"]
     # the echo judge gives no [[rating]]: a grader error, recorded, not a 0
     assert out["error"].str.startswith("grader:").all() and out["score"].isna().all()
+    assert out["grader"].str.startswith("mtbench-judge@1+echo-judge+prompts-").all()
+
+
+def test_mtbench_without_a_judge_keeps_the_answers_for_regrade(tmp_path, server, ray_local) -> None:
+    store = Store(tmp_path / "store")
+    import_prompts(store, "mtbench", require_shared(SHARED_DATA / "mtbench"))
+    report = extend(store, load_model_config(config_file(tmp_path, server)), ExtendSpec(limit=1))
+    out = store.outcomes(models=["echo-model"])
+    assert report.appended == 1 and out["response"].notna().all() and out["grader"].isna().all()
+    assert out["error"].tolist() == ["grader:mtbench-judge needs a model config for its option 'judge': pass --judge model_configs/<model>.yaml"]
+
+
+def test_the_cli_flags_are_grader_options() -> None:
+    from harness.cli import _grader_options
+
+    assert _grader_options(Path("j.yaml"), True) == {"judge": "j.yaml", "unsafe_sandbox": True}
+    assert _grader_options(None, False) == {} and ExtendSpec().grader_options == {}
+
+
+def test_preflight_reads_the_keys_of_the_graders_model_options(tmp_path, monkeypatch) -> None:
+    from harness.errors import UserError
+    from harness.pipeline import preflight
+
+    model = load_model_config(config_file(tmp_path, FaultServerStub))
+    judge = config_file(tmp_path, FaultServerStub, name="keyed-judge")
+    judge.write_text(judge.read_text() + "api_key_env: ROUTERBENCH_TEST_JUDGE_KEY\n")
+    monkeypatch.delenv("ROUTERBENCH_TEST_JUDGE_KEY", raising=False)
+    spec = ExtendSpec(grader_options={"judge": str(judge)})
+    assert preflight(model, spec, {"exact-match"})[1].grader_options == {"judge": str(judge)}  # no grader of the run takes it
+    with pytest.raises(UserError, match="keyed-judge.yaml: field 'api_key_env': environment variable ROUTERBENCH_TEST_JUDGE_KEY is not set"):
+        preflight(model, spec, {"exact-match", "mtbench-judge"})
+    monkeypatch.setenv("ROUTERBENCH_TEST_JUDGE_KEY", "sk-judge")
+    held = preflight(model, spec, {"mtbench-judge"})[1].grader_options["judge"]
+    monkeypatch.delenv("ROUTERBENCH_TEST_JUDGE_KEY")
+    assert held.name == "keyed-judge" and held.api_key() == "sk-judge"
+
+
+class FaultServerStub:
+    url = "http://127.0.0.1:9/v1"
 
 
 def test_extend_answers_routerbench_wide_mtbench_rows_turn_by_turn(tmp_path, server, ray_local) -> None:
@@ -256,7 +303,7 @@ def test_extend_answers_routerbench_wide_mtbench_rows_turn_by_turn(tmp_path, ser
     config = load_model_config(config_file(tmp_path, server))
     work, done = plan(store, config, ExtendSpec())
     assert len(work) == 2 and done == 0 and work["messages"].isna().all()  # rendered turn by turn while generating
-    report = extend(store, config, ExtendSpec(judge=str(config_file(tmp_path, server, name="echo-judge"))))
+    report = extend(store, config, ExtendSpec(grader_options={"judge": str(config_file(tmp_path, server, name="echo-judge"))}))
     assert report.planned == report.appended == 2
     out = store.outcomes(models=["echo-model"]).set_index("sample_id")
     for sid, (q1, q2) in turns.items():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -14,8 +15,9 @@ from harness.dataset import Store
 from harness.generation.testing.fault_server import FaultPlan, FaultServer
 from harness.model_config import load_model_config
 from harness.pipeline import ExtendSpec, extend
-from harness.refresh import regrade, reprice, stale_grades
+from harness.refresh import refresh, regrade, reprice, stale_grades
 from harness.tasks import import_prompts
+from tests.conftest import SHARED_DATA, require_shared
 from tests.test_pipeline import N, config_file, expected_scores, write_prompts
 
 
@@ -127,3 +129,57 @@ def test_refresh_evaluates_afterwards(tmp_path: Path, server, ray_local) -> None
     assert res.exit_code == 0, res.output
     aiq = pd.read_csv(out / "aiq.csv")
     assert {"echo-a", "echo-b"} <= set(aiq.loc[aiq["router"] == "llm", "config"])
+
+
+def test_refresh_carries_on_past_a_broken_config(tmp_path: Path, server, ray_local) -> None:
+    store = Store(tmp_path / "store")
+    write_prompts(tmp_path / "echo.jsonl")
+    import_prompts(store, "generic", tmp_path / "echo.jsonl")
+    models = tmp_path / "models"
+    models.mkdir()
+    config_file(models, server)
+    (models / "a-unreadable.yaml").write_text("name: [unclosed\n")
+    (models / "b-bad-field.yaml").write_text(yaml.safe_dump({"name": "x", "provider": "openai_compatible", "model": "m", "base_url": "http://127.0.0.1:9/v1", "prices": {}}))
+    report = refresh(store, str(models))
+    assert report.extended["echo-model"].appended == N and len(store.outcomes(models=["echo-model"])) == N
+    assert sorted(report.broken) == [str(models / "a-unreadable.yaml"), str(models / "b-bad-field.yaml")]
+    assert "not valid YAML" in report.broken[str(models / "a-unreadable.yaml")] and "prices" in report.broken[str(models / "b-bad-field.yaml")]
+
+
+def judged_store(tmp_path: Path) -> tuple[Store, list[str]]:
+    """Two MT-Bench answers of model ``m`` judged by ``echo-judge``: one failed, one by an older version."""
+    store = Store(tmp_path / "store")
+    import_prompts(store, "mtbench", require_shared(SHARED_DATA / "mtbench"))
+    ids = sorted(store.prompts(["sample_id"])["sample_id"])[:2]
+    store.append(
+        outcomes=pd.DataFrame(
+            {
+                "sample_id": ids,
+                "model": "m",
+                "response": [json.dumps(["An answer.", "Another."])] * 2,
+                "score": [None, 0.7],
+                "cost_usd": 0.0,
+                "input_tokens": 1,
+                "output_tokens": 1,
+                "latency_s": 0.1,
+                "grader": ["mtbench-judge@1+echo-judge+prompts-00000000", "mtbench-judge@0+echo-judge+prompts-00000000"],
+                "config_hash": "h",
+                "error": ["grader:judge gave no rating in [[1-10]] form", None],
+            }
+        ).astype({"score": "float64"})
+    )
+    return store, ids
+
+
+def test_a_judge_s_grades_are_regraded_only_with_its_model_s_config(tmp_path: Path, server, ray_local) -> None:
+    store, ids = judged_store(tmp_path)
+    assert regrade(store) == {} and stale_grades(store).empty  # without --judge, as before
+    other = config_file(tmp_path, server, name="other-judge")
+    assert regrade(store, grader_options={"judge": str(other)}) == {} and not server.ledger.attempts
+    echo = config_file(tmp_path, server, name="echo-judge")
+    assert sorted(stale_grades(store, grader_options={"judge": str(echo)})["sample_id"]) == ids
+    assert regrade(store, grader_options={"judge": str(echo)}) == {"m": 2}
+    assert server.ledger.served()["judge"] == 4  # two turns of two answers
+    out = store.outcomes(models=["m"])
+    assert out["grader"].str.fullmatch(r"mtbench-judge@1\+echo-judge\+prompts-[0-9a-f]{8}").all()
+    assert out["error"].str.startswith("grader:judge gave no rating").all()  # the echo judge gives no [[rating]]

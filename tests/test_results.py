@@ -135,7 +135,9 @@ def test_extend_and_refresh_evaluate_through_run_evaluation(mbpp_store: Store, t
     monkeypatch.setattr(cli_module, "evaluate", not_the_command)
     monkeypatch.setattr("harness.model_config.load_model_config", lambda path: SimpleNamespace(name="fake-model"))
     monkeypatch.setattr("harness.pipeline.extend", lambda *a, **k: SimpleNamespace(planned=0, skipped_done=128, appended=0, graded=0, spend_usd=0.0, errors={}))
-    monkeypatch.setattr("harness.refresh.refresh", lambda *a, **k: SimpleNamespace(extended={}, skipped={}, regraded={}, repriced={}))
+    from harness.refresh import MaintenanceReport
+
+    monkeypatch.setattr("harness.refresh.refresh", lambda *a, **k: MaintenanceReport())
 
     outs = {name: str(tmp_path / name) for name in ("evaluate", "extend", "refresh")}
     shown = {

@@ -10,8 +10,6 @@ the grader's relatives: it holds a secret in its environment, as a process with 
 
 from __future__ import annotations
 
-import os
-import signal
 import socket
 import subprocess
 import sys

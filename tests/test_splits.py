@@ -8,6 +8,7 @@ import pytest
 from harness.errors import UserError
 from harness.families import task_families, task_family
 from harness.splits import parse_split, routerbench_order
+from harness.matrix import outcome_matrices
 
 
 def test_routerbench_order_is_the_literal_recipe() -> None:
@@ -19,7 +20,7 @@ def test_routerbench_order_is_the_literal_recipe() -> None:
 
 
 def test_routerbench_split_is_70_30_and_disjoint(imported_store) -> None:
-    matrices = imported_store.matrices()
+    matrices = outcome_matrices(imported_store)
     (fold,) = parse_split("routerbench")("mbpp", matrices)
     assert (fold.train.n, fold.test.n) == (int(0.7 * 427), 427 - int(0.7 * 427))
     assert not set(fold.train.sample_ids) & set(fold.test.sample_ids)
@@ -45,7 +46,7 @@ def test_task_families() -> None:
 
 
 def test_kfold_tests_every_prompt_once(imported_store) -> None:
-    matrices = imported_store.matrices()
+    matrices = outcome_matrices(imported_store)
     folds = parse_split("kfold:5")("mbpp", matrices)
     assert len(folds) == 5
     tested = np.concatenate([f.test.sample_ids for f in folds])
@@ -57,7 +58,7 @@ def test_kfold_tests_every_prompt_once(imported_store) -> None:
 
 
 def test_leave_task_out_trains_on_the_other_families(imported_store) -> None:
-    matrices = imported_store.matrices()
+    matrices = outcome_matrices(imported_store)
     (fold,) = parse_split("leave-task-out")("mbpp", matrices)
     assert fold.test.n == 427 and fold.train.n == matrices["arc-challenge"].n + matrices["winogrande"].n
     assert not any(s.startswith("mbpp") for s in fold.train.sample_ids) and fold.train.family == "mbpp"
@@ -66,7 +67,7 @@ def test_leave_task_out_trains_on_the_other_families(imported_store) -> None:
 def test_split_from_file(imported_store, tmp_path) -> None:
     import json
 
-    matrices = imported_store.matrices()
+    matrices = outcome_matrices(imported_store)
     ids = sorted(matrices["mbpp"].sample_ids)
     path = tmp_path / "split.json"
     path.write_text(json.dumps({"mbpp": {"train": ids[:100], "test": ids[100:150]}}))

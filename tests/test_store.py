@@ -19,6 +19,7 @@ from deltalake import DeltaTable
 from harness.dataset import OUTCOMES, PROMPTS, Store
 from harness.errors import UserError
 from harness.importers import load_sources
+from harness.matrix import outcome_matrices
 
 
 def prompts(ids: list[str], task: str = "mmlu-astronomy") -> pd.DataFrame:
@@ -161,7 +162,7 @@ def test_matrices_match_a_naive_pivot(tmp_path: Path) -> None:
     rows = [(i, m, float(rng.random()), float(rng.random())) for i in ids for m in ("b", "a", "c") if rng.random() > 0.1]
     out = pd.DataFrame(rows, columns=["sample_id", "model", "score", "cost_usd"])
     store.append(tasks, out)
-    mats = store.matrices()
+    mats = outcome_matrices(store)
     assert sorted(mats) == ["mmlu", "winogrande"]
     m = mats["mmlu"]
     assert m.models == ("a", "b", "c") and list(m.sample_ids) == ids[:30]
@@ -181,7 +182,7 @@ def test_failed_outcomes_are_stored_but_not_in_matrices(tmp_path: Path) -> None:
     failed = outcomes(["b"], "m1").assign(score=np.nan, response=None, error="engine:timeout")
     store.append(prompts(["a", "b"]), pd.concat([outcomes(["a"], "m1"), failed]))
     assert store.outcomes().set_index("sample_id").loc["b", "error"] == "engine:timeout"
-    m = store.matrices()["mmlu"]
+    m = outcome_matrices(store)["mmlu"]
     assert np.isnan(m.scores[1, 0]) and m.scores[0, 0] == 1.0
 
 

@@ -18,7 +18,8 @@ function (RouterBench's 0-shot MBPP) cannot be held to the name, but this is not
 Passing scores 1; failing, timing out or no code scores 0 (``extracted`` says which); a sandbox
 that cannot start is a grader error. Programs run in bubblewrap (:mod:`harness.grading.sandbox`);
 where it cannot run, grading refuses unless ``unsafe_sandbox=True``, which uses the weaker process
-sandbox, warns on every batch and records ``+unsafe-sandbox`` in the grader's id.
+sandbox, warns on every batch and records ``+unsafe-sandbox`` in the grader's id (a provisional
+flag: any run without it grades those outcomes again).
 """
 
 from __future__ import annotations
@@ -28,9 +29,11 @@ import os
 import re
 import warnings
 from concurrent.futures import ThreadPoolExecutor
+from typing import Annotated, ClassVar
 
-from harness.grading.base import Grade, Grader, failed
+from harness.grading.base import Flag, Grade, Grader, GraderOptions, failed
 from harness.grading.sandbox import BUBBLEWRAP, PROCESS, Limits, RunResult, require_bubblewrap, run_python
+from harness.ray_runtime import SANDBOX_RESOURCE
 
 _FENCE = re.compile(r"```[ \t]*([\w+#.-]*)[^\n]*\n(.*?)(?:```|\Z)", re.DOTALL)
 _TAGGED = re.compile(r"\[PYTHON\](.*?)(?:\[/PYTHON\]|\Z)|\[BEGIN\](.*?)(?:\[DONE\]|\Z)", re.DOTALL | re.IGNORECASE)
@@ -142,14 +145,22 @@ def _summary(result: RunResult) -> str:
     return result.status if result.passed or not last else f"{result.status}: {last[:160]}"
 
 
-UNSAFE_SUFFIX = "+unsafe-sandbox"
 UNSAFE_WARNING = "code-exec: --unsafe-sandbox: model-written code runs in the weaker process sandbox (no bubblewrap); do not grade untrusted responses on a machine holding secrets"
+
+
+class CodeExecOptions(GraderOptions):
+    bind_entry_point: Annotated[bool, Flag("bind-name")] = False
+    keep_examples: Annotated[bool, Flag("examples")] = False
+    unsafe_sandbox: Annotated[bool, Flag("unsafe-sandbox", provisional=True)] = False
 
 
 class CodeExecGrader(Grader):
     name = "code-exec"
-    #: Runs model-written code: placed on nodes with the ``sandbox`` resource, given the sandbox option.
-    sandboxed = True
+    version = "1"
+    # Runs model-written code: on nodes with the sandbox resource, in workers without key variables.
+    resources: ClassVar[dict[str, float]] = {SANDBOX_RESOURCE: 1}
+    keyless = True
+    Options = CodeExecOptions
 
     def __init__(
         self,
@@ -162,10 +173,13 @@ class CodeExecGrader(Grader):
     ) -> None:
         self.limits = limits or Limits()
         self.workers = workers or os.cpu_count() or 1
-        self.bind_entry_point = bind_entry_point
-        self.keep_examples = keep_examples
+        self.options = CodeExecOptions(bind_entry_point=bind_entry_point, keep_examples=keep_examples, unsafe_sandbox=unsafe_sandbox)
         self.isolation = PROCESS if unsafe_sandbox else BUBBLEWRAP
-        self.version = "1" + ("+bind-name" if bind_entry_point else "") + ("+examples" if keep_examples else "") + (UNSAFE_SUFFIX if unsafe_sandbox else "")
+
+    @classmethod
+    def check_here(cls, options: GraderOptions) -> None:
+        if not getattr(options, "unsafe_sandbox", False):
+            require_bubblewrap()
 
     def grade_valid(self, responses: list[str], golds: list[str | None], metas: list[dict]) -> list[Grade]:
         if self.isolation == BUBBLEWRAP:
@@ -173,7 +187,7 @@ class CodeExecGrader(Grader):
         else:
             warnings.warn(UNSAFE_WARNING, stacklevel=2)
         programs = [
-            build_program(str(r), str(g), m, keep_examples=self.keep_examples, bind_entry_point=self.bind_entry_point)
+            build_program(str(r), str(g), m, keep_examples=self.options.keep_examples, bind_entry_point=self.options.bind_entry_point)
             for r, g, m in zip(responses, golds, metas)
         ]
         todo = [i for i, p in enumerate(programs) if p is not None]

@@ -9,7 +9,8 @@ turns); the response is the answer text, or a JSON list with one answer per turn
 list of reference answers (may be null). A multi-turn answer scores the mean over its turns.
 
 Scale: rating / 10, as RouterBench stored MT-Bench (so 1 → 0.1, 10 → 1.0), rather than
-(rating − 1) / 9. The grader's version names the judge model and a hash of the prompt templates,
+(rating − 1) / 9. The grader's id names the judge model (its ``judge`` option, a model config that
+every run must give: an id names a model, it holds no config) and a hash of the prompt templates,
 so the store records which judge and which prompts produced a score. A rating the judge did not
 give in a readable form ("[[7]]", "[7]", "Rating: 7") is a grader error, never a 0.
 """
@@ -23,10 +24,10 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Annotated, Callable, Sequence
 
 from harness.errors import UserError
-from harness.grading.base import Grade, Grader, failed
+from harness.grading.base import ConfigValue, Grade, Grader, GraderOptions, ModelOption, failed
 from harness.jsonl import read_jsonl
 
 Messages = list[dict[str, str]]
@@ -103,9 +104,15 @@ def _turns(value: object) -> list[str]:
     return [] if value is None else [str(value)]
 
 
+class JudgeOptions(GraderOptions):
+    judge: Annotated[ConfigValue, ModelOption(required=True)] = None  # the judge's model config
+
+
 class JudgeGrader(Grader):
     name = "mtbench-judge"
+    version = "1"
     needs_gold = False
+    Options = JudgeOptions
 
     def __init__(self, complete: Complete, prompts: dict[str, JudgePrompt], judge_model: str, concurrency: int = 8) -> None:
         missing = [n for n in ("single-v1", "single-v1-multi-turn") if n not in prompts]
@@ -115,8 +122,16 @@ class JudgeGrader(Grader):
         self.prompts = prompts
         self.judge_model = judge_model
         self.concurrency = concurrency
-        digest = hashlib.sha256(json.dumps([asdict(p) for p in sorted(prompts.values(), key=lambda p: p.name)]).encode()).hexdigest()[:8]
-        self.version = f"1+{judge_model}+prompts-{digest}"
+        self.prompts_digest = hashlib.sha256(json.dumps([asdict(p) for p in sorted(prompts.values(), key=lambda p: p.name)]).encode()).hexdigest()[:8]
+
+    @classmethod
+    def from_options(cls, options: GraderOptions, metas: Sequence[dict]) -> JudgeGrader:
+        """The judge its ``judge`` config names, with the judge prompts stored with the questions."""
+        config = options.judge  # type: ignore[attr-defined]
+        return cls(engine_completer(config), judge_prompts_from_metas(metas), config.name)
+
+    def id_tags(self) -> list[str]:
+        return [self.judge_model, f"prompts-{self.prompts_digest}"]
 
     def _prompt(self, category: str, turn: int, has_reference: bool) -> JudgePrompt:
         math = has_reference and category in REFERENCE_CATEGORIES

@@ -4,7 +4,6 @@ a short program run inside it (with the interpreter guard off, so the OS layer a
 from __future__ import annotations
 
 import json
-import os
 import socket
 import tempfile
 from dataclasses import dataclass
