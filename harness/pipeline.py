@@ -37,7 +37,7 @@ from harness.answering import Answerer, work_rows
 from harness.dataset import Store
 from harness.errors import UserError
 from harness.grading import grade_frame, grader_class, make_grader, prepare_options
-from harness.grading.base import parse_meta
+from harness.prompt_meta import parse_meta
 from harness.model_config import ModelConfig
 from harness.ray_runtime import ensure_ray, joins_cluster, keyless_runtime_env
 

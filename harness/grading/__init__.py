@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
 from harness.errors import UserError
-from harness.grading.base import MISSING_GOLD, MISSING_RESPONSE, Grade, Grader, GraderOptions, grade_frame, parse_meta
+from harness.grading.base import MISSING_GOLD, MISSING_RESPONSE, Grade, Grader, GraderOptions, grade_frame
 from harness.registry import Registry
 
 GRADERS: Registry = Registry("grader", entry_point_group="routerbench.graders")
@@ -110,7 +110,6 @@ __all__ = [
     "grade_frame",
     "grader_class",
     "make_grader",
-    "parse_meta",
     "prepare_options",
     "regrade_options",
 ]

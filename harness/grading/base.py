@@ -14,7 +14,6 @@ A grader declares what it is on its class, so nothing that uses it checks it by 
 
 from __future__ import annotations
 
-import json
 import os
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ import pandas as pd
 from pydantic import BaseModel, BeforeValidator, ConfigDict
 
 from harness.model_config import ModelConfig, load_model_config
+from harness.prompt_meta import is_missing, parse_meta
 
 MISSING_GOLD = "gold:missing"
 MISSING_RESPONSE = "response:missing"
@@ -41,12 +41,6 @@ class Grade:
 def failed(why: str, extracted: str | None = None) -> Grade:
     """A grade the grader could not give (``grader:<why>``)."""
     return Grade(None, f"grader:{why}", extracted)
-
-
-def _missing(value: object) -> bool:
-    if isinstance(value, str):
-        return not value.strip()
-    return value is None or bool(pd.api.types.is_scalar(value) and pd.isna(value))  # None, NaN, pd.NA
 
 
 @dataclass(frozen=True)
@@ -174,9 +168,9 @@ class Grader(ABC):
         grades: list[Grade | None] = [None] * len(responses)
         todo: list[int] = []
         for i, (resp, gold) in enumerate(zip(responses, golds)):
-            if _missing(resp):
+            if is_missing(resp):
                 grades[i] = Grade(None, MISSING_RESPONSE)
-            elif self.needs_gold and _missing(gold):
+            elif self.needs_gold and is_missing(gold):
                 grades[i] = Grade(None, MISSING_GOLD)
             else:
                 todo.append(i)
@@ -192,19 +186,6 @@ class Grader(ABC):
 
     def close(self) -> None:  # noqa: B027 - graders without resources need nothing
         """Release pools or engines."""
-
-
-def parse_meta(value: Any) -> dict:
-    """A prompt's ``meta`` cell (JSON text, dict or null) as a dict."""
-    if isinstance(value, dict):
-        return value
-    if _missing(value):
-        return {}
-    try:
-        doc = json.loads(value)
-    except (TypeError, ValueError):
-        return {}
-    return doc if isinstance(doc, dict) else {}
 
 
 def grade_frame(grader: Grader, frame: pd.DataFrame) -> pd.DataFrame:

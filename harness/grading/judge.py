@@ -48,14 +48,6 @@ class JudgePrompt:
     system_prompt: str
     prompt_template: str
 
-    @property
-    def multi_turn(self) -> bool:
-        return "{question_2}" in self.prompt_template
-
-    @property
-    def with_reference(self) -> bool:
-        return "{ref_answer_1}" in self.prompt_template
-
 
 def load_judge_prompts(path: str | Path) -> dict[str, JudgePrompt]:
     """MT-Bench's ``judge_prompts.jsonl``: the single-answer prompts by name."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from typing import Mapping
 
-from harness.grading.base import parse_meta
+from harness.prompt_meta import parse_meta
 from harness.registry import Registry
 from harness.tasks.base import LoadedSet, TaskFamily
 from harness.tasks.declared import declared_families

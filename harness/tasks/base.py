@@ -22,7 +22,7 @@ from typing import Any, Mapping
 import pandas as pd
 
 from harness.errors import UserError
-from harness.grading.base import parse_meta
+from harness.prompt_meta import parse_meta
 
 Messages = list[dict[str, str]]
 #: Columns of a loaded prompt set (``meta`` as a dict until written).

@@ -14,7 +14,7 @@ from typing import Any, Mapping
 import pandas as pd
 
 from harness.errors import UserError
-from harness.grading.base import parse_meta
+from harness.prompt_meta import parse_meta
 from harness.tasks import prompt_match
 from harness.jsonl import read_jsonl
 from harness.tasks.base import LoadedSet, TaskFamily, exemplars, files_in, need, pick_shots

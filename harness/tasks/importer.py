@@ -18,7 +18,7 @@ import pandas as pd
 from harness.dataset import Store
 from harness.errors import UserError
 from harness.families import task_families
-from harness.grading.base import parse_meta
+from harness.prompt_meta import is_missing, parse_meta
 from harness.tasks import get_family
 from harness.tasks.base import LoadedSet, TaskFamily, finalize
 
@@ -40,12 +40,8 @@ class ImportReport:
     commit: str | None = None
 
 
-def _missing(v: object) -> bool:
-    return v is None or (isinstance(v, float) and v != v)
-
-
 def _same(a: object, b: object) -> bool:
-    return _missing(a) and _missing(b) if _missing(a) or _missing(b) else a == b
+    return is_missing(a) and is_missing(b) if is_missing(a) or is_missing(b) else a == b
 
 
 def import_prompts(store: Store, family: str, source: str | Path, **options: object) -> ImportReport:
@@ -93,13 +89,13 @@ def write_prompt_set(store: Store, fam: TaskFamily, loaded: LoadedSet, source: s
             gold, meta = fam.attach(new, old)
         else:
             gold, meta = new["gold"], {**parse_meta(old["meta"]), **{k: v for k, v in dict(new["meta"]).items() if not k.startswith("_")}}
-        if _missing(gold) and not _missing(old["gold"]):
+        if is_missing(gold) and not is_missing(old["gold"]):
             gold = old["gold"]  # an import never erases a gold answer it could not recover itself
         meta_json = json.dumps(meta, ensure_ascii=False)
         if _same(gold, old["gold"]) and meta_json == (old["meta"] or "{}"):
             report.unchanged += 1
             continue
-        report.gold_changed += int(not _missing(old["gold"]) and not _same(gold, old["gold"]))
+        report.gold_changed += int(not is_missing(old["gold"]) and not _same(gold, old["gold"]))
         report.attached += int(i in attached)
         report.updated += int(i not in attached)
         updates.append({**old, "gold": gold, "meta": meta_json})

@@ -17,7 +17,7 @@ from typing import Any, Mapping, Sequence
 import pandas as pd
 
 from harness.errors import UserError
-from harness.grading.base import parse_meta
+from harness.prompt_meta import parse_meta
 from harness.grading.judge import REFERENCE_CATEGORIES, load_judge_prompts
 from harness.tasks import prompt_match
 from harness.jsonl import read_jsonl

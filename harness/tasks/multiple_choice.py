@@ -18,7 +18,7 @@ from typing import Any
 import pandas as pd
 
 from harness.errors import UserError
-from harness.grading.base import parse_meta
+from harness.prompt_meta import parse_meta
 from harness.jsonl import read_jsonl
 from harness.registry import load_object
 from harness.tasks import mc_format, prompt_match
