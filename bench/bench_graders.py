@@ -41,7 +41,8 @@ sys.path.insert(0, str(ROOT))
 
 from harness.dataset import Store  # noqa: E402
 from harness.grading import build_grader, grade_frame  # noqa: E402
-from harness.grading.judge import JudgeGrader, load_judge_prompts, parse_rating  # noqa: E402
+from harness.grading.judge import JudgeGrader, parse_rating  # noqa: E402
+from harness.tasks.mtbench import load_judge_prompts  # noqa: E402
 from harness.grading.math import NUMBER, extract_answer  # noqa: E402
 from harness.grading.sandbox import Limits, capabilities  # noqa: E402
 from harness.importers import load_sources  # noqa: E402

@@ -9,14 +9,14 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import pandas as pd
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from harness.dataset import AppendResult, Store, default_store_uri
+from harness.dataset import AppendResult, Store
 from harness.errors import UserError
 from harness.generation.cli import generate
 from harness.importers import EXPORTS, ImportBatch, load_sources
+from harness.cli_options import AddressOpt, StoreOpt, console, err_console, open_store
 from harness.progress import progress
 from harness.tasks.cli import prompts_app
 from routers import DEFAULT_ROUTERS
@@ -29,30 +29,15 @@ data_app = typer.Typer(no_args_is_help=True, help="Inspect and maintain the outc
 app.add_typer(data_app, name="data")
 sandbox_app = typer.Typer(no_args_is_help=True, help="The sandbox that runs model-written code.")
 app.add_typer(sandbox_app, name="sandbox")
-# Piped output (CI logs, `ray job logs`) gets wide tables instead of rich's 80-column default.
-console = Console(width=None if sys.stdout.isatty() else 150, soft_wrap=True)
-err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 400)
-
-AddressOpt = Annotated[Optional[str], typer.Option(help="Ray cluster address (default: RAY_ADDRESS or a local Ray).")]
 JudgeOpt = Annotated[Optional[Path], typer.Option(help="Model config of the LLM judge for MT-Bench answers.")]
 UnsafeSandboxOpt = Annotated[
     bool,
     typer.Option("--unsafe-sandbox", help="Grade model-written code without bubblewrap, in the weaker process sandbox (warned, recorded in each outcome's grader)."),
 ]
-StoreOpt = Annotated[
-    str,
-    typer.Option("--store", envvar="ROUTERBENCH_STORE", help="Store location: a path or pyarrow URI (s3://…).", show_default="~/.routerbench/store"),
-]
-
-
 AsOfOpt = Annotated[
     Optional[str],
     typer.Option("--as-of", help="Read the store as it was: a version of its outcomes table (see `routerbench data history`) or an ISO time."),
 ]
-
-
-def _store(uri: str | None, as_of: str | None = None) -> Store:
-    return Store(uri or default_store_uri(), as_of=as_of)
 
 
 def _csv(value: str | None) -> tuple[str, ...] | None:
@@ -120,7 +105,7 @@ def _import(
 @app.command("import")
 def import_(
     sources: Annotated[Optional[list[str]], typer.Argument(help="Files, directories or http(s)/s3:// URLs in any format of --list-formats.")] = None,
-    store: StoreOpt = None,  # type: ignore[assignment]
+    store: StoreOpt = None,
     on_ambiguous: Annotated[str, typer.Option(help="A sample_id used by different prompts: 'skip' its rows or 'rekey' them.")] = "skip",
     overwrite: Annotated[bool, typer.Option(help="Replace outcomes whose (sample_id, model) is already stored.")] = False,
     refresh: Annotated[bool, typer.Option(help="Download URLs again instead of using the cache.")] = False,
@@ -146,7 +131,7 @@ def import_(
     if not sources:
         raise UserError("name at least one SOURCE to import (or pass --list-formats)")
     _import(
-        _store(store), sources, on_ambiguous, overwrite, refresh, missing_cost, sha256,
+        open_store(store), sources, on_ambiguous, overwrite, refresh, missing_cost, sha256,
         format=format, prices=str(prices) if prices else None, unit_cost=unit_cost, models_dir=str(models_dir) if models_dir else None, write_split=write_split,
     )
 
@@ -156,12 +141,12 @@ def export(
     out: Annotated[Path, typer.Option("--out", help="File to write.")],
     format: Annotated[str, typer.Option("--format", help=f"One of: {', '.join(EXPORTS.names())}.")] = "routerbench-csv",
     tasks: Annotated[Optional[str], typer.Option(help="Comma-separated task families (default: all).")] = None,
-    store: StoreOpt = None,  # type: ignore[assignment]
+    store: StoreOpt = None,
     as_of: AsOfOpt = None,
 ) -> None:
     """Write the store out, e.g. in RouterBench's wide layout."""
     writer = EXPORTS.get(format)
-    st = _store(store, as_of)
+    st = open_store(store, as_of)
     out.parent.mkdir(parents=True, exist_ok=True)
     fams = _csv(tasks)
     writer(st, list(fams) if fams else None, out)
@@ -169,9 +154,9 @@ def export(
 
 
 @data_app.command("info")
-def data_info(store: StoreOpt = None, as_of: AsOfOpt = None) -> None:  # type: ignore[assignment]
+def data_info(store: StoreOpt = None, as_of: AsOfOpt = None) -> None:
     """Prompts per task family, and outcomes per task family × model."""
-    st = _store(store, as_of).pinned()
+    st = open_store(store, as_of).pinned()
     summary = st.summary()
     if summary.prompts == 0:
         raise UserError(f"the store at {st.uri} is empty; import outcomes with `routerbench import SOURCE`")
@@ -205,14 +190,14 @@ def _cost_sources_by_family(st: Store, models: tuple[str, ...] | None = None) ->
 
 @data_app.command("compact")
 def data_compact(
-    store: StoreOpt = None,  # type: ignore[assignment]
+    store: StoreOpt = None,
     retain_hours: Annotated[float, typer.Option("--retain-hours", min=0, help="Delete files that no version of the last this-many hours reads (readers of older versions lose them).")] = 168,
 ) -> None:
     """Merge each partition's small files into one, then vacuum what no recent version reads (safe to interrupt, and to run twice at once)."""
     from harness.dataset import CompactionSkipped
 
     try:
-        done = _store(store).compact(retain_hours=retain_hours)
+        done = open_store(store).compact(retain_hours=retain_hours)
     except CompactionSkipped as exc:  # the other compaction does the work: not a failure
         console.print(str(exc), highlight=False)
         return
@@ -224,12 +209,12 @@ def data_compact(
 
 @data_app.command("history")
 def data_history(
-    store: StoreOpt = None,  # type: ignore[assignment]
+    store: StoreOpt = None,
     table: Annotated[Optional[str], typer.Option(help="Only this table: prompts, outcomes or embeddings.")] = None,
     limit: Annotated[int, typer.Option(min=1, help="The newest this-many versions.")] = 50,
 ) -> None:
     """The store's versions: time, operation, rows added, what wrote them (cite one with `--as-of`)."""
-    st = _store(store)
+    st = open_store(store)
     hist = st.history()
     if table:
         from harness.dataset import TABLES
@@ -289,7 +274,7 @@ def _eval_spec(*, routers, tasks, split, aiq_mode, bootstrap, seed, cost_model, 
 
 @app.command()
 def evaluate(
-    store: StoreOpt = None,  # type: ignore[assignment]
+    store: StoreOpt = None,
     data: Annotated[Optional[list[str]], typer.Option("--data", help="Import these sources first (path or URL; idempotent).")] = None,
     out: Annotated[str, typer.Option(help="Directory (or pyarrow URI, e.g. s3://bucket/results) for points.parquet, aiq.csv and plots.")] = "results",
     routers: Annotated[str, typer.Option(help="Comma-separated router names or module:function plug-ins.")] = ",".join(DEFAULT_ROUTERS),
@@ -325,7 +310,7 @@ def evaluate(
         spec = record.spec.resolved()
         label = label or record.label
     else:
-        st = _store(store, as_of)
+        st = open_store(store, as_of)
         spec = _eval_spec(
             routers=routers, tasks=tasks, split=split, aiq_mode=aiq_mode, bootstrap=bootstrap, seed=seed, cost_model=cost_model, embedder=embedder,
             embed_text=embed_text, embed_backend=embed_backend, models_dir=models_dir, models=models, parity=parity, target_cost=target_cost, target_share=target_share,
@@ -426,7 +411,7 @@ def extend(
     shots: Annotated[int, typer.Option(min=0, help="Few-shot exemplars in each prompt (RouterBench's formats: 0 or 5).")] = 0,
     judge: JudgeOpt = None,
     commit_every: Annotated[int, typer.Option(min=1, help="Outcomes per atomic commit to the store.")] = 64,
-    store: StoreOpt = None,  # type: ignore[assignment]
+    store: StoreOpt = None,
     address: AddressOpt = None,
     evaluate_after: Annotated[bool, typer.Option("--evaluate", help="Evaluate the routers afterwards, the new model in the pool.")] = False,
     out: Annotated[str, typer.Option(help="With --evaluate: directory (or URI) for the evaluation's results.")] = "results",
@@ -437,7 +422,7 @@ def extend(
     from harness.pipeline import ExtendSpec
     from harness.pipeline import extend as run_extend
 
-    st = _store(store)
+    st = open_store(store)
     config = load_model_config(model)
     spec = ExtendSpec(families=_csv(tasks), limit=limit, shots=shots, commit_every=commit_every, grader_options=_grader_options(judge, unsafe_sandbox))
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[status]}"), TimeElapsedColumn())
@@ -465,26 +450,26 @@ def extend(
 def regrade(
     models: Annotated[Optional[str], typer.Option(help="Comma-separated models (default: all).")] = None,
     judge: JudgeOpt = None,
-    store: StoreOpt = None,  # type: ignore[assignment]
+    store: StoreOpt = None,
     unsafe_sandbox: UnsafeSandboxOpt = False,
 ) -> None:
     """Grade stored responses again where the grader version changed or grading failed (no model calls)."""
     from harness.refresh import regrade as run_regrade
 
-    counts = run_regrade(_store(store), list(_csv(models) or ()) or None, grader_options=_grader_options(judge, unsafe_sandbox))
+    counts = run_regrade(open_store(store), list(_csv(models) or ()) or None, grader_options=_grader_options(judge, unsafe_sandbox))
     console.print("regraded " + (", ".join(f"{m}: {n}" for m, n in sorted(counts.items())) or "nothing: every grade is current"))
 
 
 @app.command()
 def reprice(
     models_dir: Annotated[Optional[Path], typer.Option(help="Model configs with the current prices.")] = None,
-    store: StoreOpt = None,  # type: ignore[assignment]
+    store: StoreOpt = None,
 ) -> None:
     """Recompute costs from stored token counts where a config's prices changed (no model calls)."""
     from harness.model_config import load_model_configs
     from harness.refresh import reprice as run_reprice
 
-    counts, skipped = run_reprice(_store(store), load_model_configs(models_dir))
+    counts, skipped = run_reprice(open_store(store), load_model_configs(models_dir))
     console.print("repriced " + (", ".join(f"{m}: {n}" for m, n in sorted(counts.items())) or "nothing: every cost is current"))
     for model, why in sorted(skipped.items()):
         console.print(f"  skipped {model}: {why}")
@@ -496,7 +481,7 @@ def refresh(
     tasks: Annotated[Optional[str], typer.Option(help="Comma-separated task families (default: all in the store).")] = None,
     limit: Annotated[Optional[int], typer.Option(min=1, help="The first N prompts of each family.")] = None,
     judge: JudgeOpt = None,
-    store: StoreOpt = None,  # type: ignore[assignment]
+    store: StoreOpt = None,
     address: AddressOpt = None,
     evaluate_after: Annotated[bool, typer.Option("--evaluate/--no-evaluate", help="Evaluate the routers afterwards.")] = True,
     out: Annotated[str, typer.Option(help="Directory (or URI) for the evaluation's results.")] = "results",
@@ -506,7 +491,7 @@ def refresh(
     from harness.pipeline import ExtendSpec
     from harness.refresh import refresh as run_refresh
 
-    st = _store(store)
+    st = open_store(store)
     spec = ExtendSpec(families=_csv(tasks), limit=limit, grader_options=_grader_options(judge, unsafe_sandbox))
     report = run_refresh(st, str(models_dir) if models_dir else None, spec, address=address, on_model=lambda m: console.print(f"refreshing {m}…"))
     for name, r in report.extended.items():

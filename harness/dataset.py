@@ -39,44 +39,7 @@ import pyarrow.compute as pc
 
 from harness.errors import UserError
 from harness.filesystem import Location, check_reachable, delta_location, is_directory, resolve, storage_errors
-
-TIMESTAMP = pa.timestamp("us", tz="UTC")
-
-PROMPT_SCHEMA = pa.schema(
-    [
-        pa.field("sample_id", pa.string(), nullable=False),
-        pa.field("task", pa.string(), nullable=False),
-        pa.field("task_family", pa.string(), nullable=False),
-        # Decoded text; a JSON list of turns for multi-turn prompts.
-        pa.field("prompt", pa.string()),
-        # The prompt cell exactly as imported (RouterBench's "['…']"), for embedding parity.
-        pa.field("prompt_original", pa.string()),
-        pa.field("gold", pa.string()),
-        pa.field("meta", pa.string()),
-        pa.field("created_at", TIMESTAMP),
-    ]
-)
-
-OUTCOME_SCHEMA = pa.schema(
-    [
-        pa.field("sample_id", pa.string(), nullable=False),
-        pa.field("model", pa.string(), nullable=False),
-        pa.field("response", pa.string()),
-        pa.field("score", pa.float64()),
-        pa.field("cost_usd", pa.float64()),
-        # Where cost_usd came from: published | tokens×price | estimated | unit (harness.formats.pricing).
-        # Null in stores written before the column: read it with effective_cost_source().
-        pa.field("cost_source", pa.string()),
-        pa.field("input_tokens", pa.int64()),
-        pa.field("output_tokens", pa.int64()),
-        pa.field("latency_s", pa.float64()),
-        pa.field("grader", pa.string()),
-        pa.field("config_hash", pa.string()),
-        # Why there is no score (engine failure, grader error, missing gold); null for a graded outcome.
-        pa.field("error", pa.string()),
-        pa.field("created_at", TIMESTAMP),
-    ]
-)
+from harness.schema import EMBEDDING_SCHEMA, OUTCOME_SCHEMA, PROMPT_SCHEMA
 
 
 def effective_cost_source(outcomes: pd.DataFrame) -> pd.Series:
@@ -88,14 +51,6 @@ def effective_cost_source(outcomes: pd.DataFrame) -> pd.Series:
     return src.where(src.notna(), np.where(tokens, "tokens×price", "published"))
 
 
-EMBEDDING_SCHEMA = pa.schema(
-    [
-        pa.field("text_sha256", pa.string(), nullable=False),
-        pa.field("embedder", pa.string(), nullable=False),
-        pa.field("vector", pa.list_(pa.float32())),
-        pa.field("created_at", TIMESTAMP),
-    ]
-)
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from harness.errors import UserError
-from harness.providers import ENGINES, engine_class
+from harness.components import ENGINES, engine_class
 from harness.yaml_file import FieldError, load_record
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]
@@ -97,7 +97,7 @@ class Chat(_Strict):
 
 class ModelConfig(_Strict):
     name: str = Field(min_length=1)
-    provider: str  # a name in harness.providers.ENGINES (built-in or an entry-point plug-in)
+    provider: str  # a name in harness.components.ENGINES (built-in or an entry-point plug-in)
     model: str = Field(min_length=1)
     base_url: str | None = None
     api_key_env: str | None = None

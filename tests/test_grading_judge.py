@@ -10,7 +10,8 @@ import pytest
 from tests.conftest import SHARED_DATA, require_shared
 from harness.errors import UserError
 from harness.grading import build_grader
-from harness.grading.judge import JudgeGrader, load_judge_prompts, parse_rating
+from harness.grading.judge import JudgeGrader, parse_rating
+from harness.tasks.mtbench import load_judge_prompts
 
 
 @pytest.mark.parametrize(

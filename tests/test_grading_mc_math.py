@@ -6,7 +6,7 @@ import pytest
 
 from harness.grading import GRADERS, MISSING_GOLD, MISSING_RESPONSE, build_grader
 from harness.grading.math import extract_answer, parse_number
-from harness.grading.multiple_choice import extract_letter
+from harness.tasks.mc_format import extract_letter
 
 
 @pytest.mark.parametrize(

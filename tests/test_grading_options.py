@@ -11,7 +11,7 @@ import yaml
 from harness.errors import UserError
 from harness.grading import GRADERS, Grade, Grader, GraderOptions, grader_class, make_grader, prepare_options, regrade_options
 from harness.grading.base import ConfigValue, ModelOption
-from harness.grading.judge import load_judge_prompts
+from harness.tasks.mtbench import load_judge_prompts
 from tests.conftest import SHARED_DATA, require_shared
 
 

@@ -19,7 +19,7 @@ from harness.errors import UserError
 from harness.generation.base import Engine, build_engine, engine_class
 from harness.generation.testing.fault_server import FaultPlan, FaultServer
 from harness.model_config import ModelConfig, load_model_config
-from harness.providers import ENGINES
+from harness.components import ENGINES
 from tests.conftest import ROOT
 
 BUILT_IN = {

@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 
 from harness.errors import UserError
 from harness.model_config import ModelConfig
-from harness.providers import engine_class
+from harness.components import engine_class
 
 #: Error kinds recorded in ``Result.error`` (and the store's ``error`` column as ``engine:<kind>``).
 ERROR_KINDS = (
@@ -102,7 +102,7 @@ class Engine(ABC):
     """Answers requests for one model config. Use as a context manager (or call :meth:`close`)
     so that servers, actors and connections are released.
 
-    A subclass registered in :data:`harness.providers.ENGINES` declares what its provider needs in
+    A subclass registered in :data:`harness.components.ENGINES` declares what its provider needs in
     its class attributes; the pipeline, the config checks and cost accounting read them from here.
     """
 

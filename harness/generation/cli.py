@@ -6,20 +6,18 @@ SDK) so that ``routerbench --help`` is fast.
 
 from __future__ import annotations
 
-import sys
 from collections import Counter
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from harness.cli_options import AddressOpt, StoreOpt, console, open_store
 from harness.errors import UserError
 from harness.generation.base import Result
 from harness.progress import progress
 
-console = Console(width=None if sys.stdout.isatty() else 132, soft_wrap=True)
 
 
 class RunTally:
@@ -71,10 +69,8 @@ def _prompt_rows(prompts: Path | None, tasks: str | None, store: str | None, lim
         raise UserError("give exactly one of --prompts FILE or --tasks FAMILIES")
     if prompts is not None:
         return read_prompt_file(prompts, limit)
-    from harness.dataset import default_store_uri
-
     families = [t.strip() for t in (tasks or "").split(",") if t.strip()]
-    return store_prompts(store or default_store_uri(), families, limit)
+    return store_prompts(open_store(store), families, limit)
 
 
 def _check_before_running(config) -> None:  # noqa: ANN001 - harness.model_config.ModelConfig
@@ -93,9 +89,9 @@ def generate(
     prompts: Annotated[Optional[Path], typer.Option("--prompts", help="JSONL or CSV with sample_id, prompt (optional max_tokens).")] = None,
     tasks: Annotated[Optional[str], typer.Option("--tasks", help="Comma-separated task families: their prompts from the store.")] = None,
     limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="Only the first N prompts.")] = None,
-    store: Annotated[Optional[str], typer.Option("--store", envvar="ROUTERBENCH_STORE", help="Store for --tasks: a path or pyarrow URI.", show_default="~/.routerbench/store")] = None,
+    store: StoreOpt = None,
     overwrite: Annotated[bool, typer.Option(help="Start afresh instead of keeping the answers already in --out.")] = False,
-    address: Annotated[Optional[str], typer.Option(help="Ray cluster address (default: RAY_ADDRESS or a local Ray).")] = None,
+    address: AddressOpt = None,
 ) -> None:
     """Answer prompts with a model (vLLM, llama.cpp, OpenAI, Anthropic, any OpenAI-compatible server); no grading."""
     from harness.answering import Answerer, work_rows

@@ -17,7 +17,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from harness.dataset import OUTCOME_SCHEMA, PROMPT_SCHEMA
+from harness.schema import OUTCOME_SCHEMA, PROMPT_SCHEMA
 from harness.errors import UserError
 from harness.generation.base import Result
 

@@ -76,12 +76,9 @@ def read_prompt_file(path: str | Path, limit: int | None = None) -> pd.DataFrame
     return prompt_rows(PROMPT_READERS.get(suffix)(path), str(path), path.stem, limit)
 
 
-def store_prompts(store_uri: str, families: Iterable[str], limit: int | None = None) -> pd.DataFrame:
-    """The store's prompts of these task families, in (family, sample_id) order."""
-    from harness.dataset import Store
-
+def store_prompts(store, families: Iterable[str], limit: int | None = None) -> pd.DataFrame:  # noqa: ANN001 - a harness.dataset.StoreReader
+    """A store's prompts of these task families, in (family, sample_id) order."""
     families = list(families)
-    store = Store(store_uri)
     df = store.prompts(list(PROMPT_COLUMNS), families=families)
     absent = sorted(set(families) - set(df["task_family"]))
     if absent:

@@ -1,4 +1,5 @@
-"""Graders: one per file, each registered by name; what a grader is, it declares on its class.
+"""Graders: one per file, registered by name in :data:`harness.components.GRADERS`; each declares
+what it is on its class.
 
 ``make_grader(name, options, metas)`` builds one from a run's options (``{"judge": path,
 "unsafe_sandbox": True}``: each grader takes those it declares); ``build_grader(name, **kwargs)``
@@ -16,14 +17,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from harness.errors import UserError
 from harness.grading.base import MISSING_GOLD, MISSING_RESPONSE, Grade, Grader, GraderOptions, grade_frame
-from harness.registry import Registry
-
-GRADERS: Registry = Registry("grader", entry_point_group="routerbench.graders")
-GRADERS.add("multiple-choice", "harness.grading.multiple_choice:MultipleChoiceGrader")
-GRADERS.add("math", "harness.grading.math:MathGrader")
-GRADERS.add("code-exec", "harness.grading.code_exec:CodeExecGrader")
-GRADERS.add("mtbench-judge", "harness.grading.judge:JudgeGrader")
-GRADERS.add("exact-match", "harness.grading.exact_match:ExactMatchGrader")
+from harness.components import GRADERS
 
 
 def grader_class(name: str) -> type[Grader]:

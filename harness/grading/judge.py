@@ -22,55 +22,21 @@ import json
 import re
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import asdict
 from typing import Annotated, Callable, Sequence
 
 from harness.errors import UserError
 from harness.grading.base import ConfigValue, Grade, Grader, GraderOptions, ModelOption, failed
-from harness.jsonl import read_jsonl
+from harness.tasks.mtbench import REFERENCE_CATEGORIES, JudgePrompt, judge_prompts_from_metas
 
 Messages = list[dict[str, str]]
 Complete = Callable[[Messages], str]
 
-#: MT-Bench's categories judged against a reference answer.
-REFERENCE_CATEGORIES = ("math", "reasoning", "coding")
 _RATING = (
     re.compile(r"\[\[\s*(\d+(?:\.\d+)?)\s*\]\]"),
     re.compile(r"\[\s*(\d+(?:\.\d+)?)\s*\]"),
     re.compile(r"rating\s*(?:is|of|:)?\s*:?\s*\**\s*(\d+(?:\.\d+)?)\s*(?:/\s*10)?", re.IGNORECASE),
 )
-
-
-@dataclass(frozen=True)
-class JudgePrompt:
-    name: str
-    system_prompt: str
-    prompt_template: str
-
-
-def load_judge_prompts(path: str | Path) -> dict[str, JudgePrompt]:
-    """MT-Bench's ``judge_prompts.jsonl``: the single-answer prompts by name."""
-    prompts: dict[str, JudgePrompt] = {}
-    for n, doc in enumerate(read_jsonl(path, "judge prompts"), 1):
-        if doc.get("type") != "single":
-            continue
-        try:
-            prompts[doc["name"]] = JudgePrompt(doc["name"], doc["system_prompt"], doc["prompt_template"])
-        except (KeyError, TypeError) as exc:
-            raise UserError(f"{path}:{n}: not a judge prompt record ({exc})") from None
-    if not prompts:
-        raise UserError(f"{path}: no single-answer judge prompts (type 'single')")
-    return prompts
-
-
-def judge_prompts_from_metas(metas: Sequence[dict]) -> dict[str, JudgePrompt]:
-    """The judge prompts stored with MT-Bench prompts (``meta["judge_prompts"]``, see harness.tasks.mtbench)."""
-    prompts: dict[str, JudgePrompt] = {}
-    for meta in metas:
-        for name, doc in (meta.get("judge_prompts") or {}).items():
-            prompts[name] = JudgePrompt(doc["name"], doc["system_prompt"], doc["prompt_template"])
-    return prompts
 
 
 def parse_rating(judgment: str) -> float | None:

@@ -5,25 +5,18 @@ Wired into the main command as ``app.add_typer(prompts_app, name="prompts")``.
 
 from __future__ import annotations
 
-import sys
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from harness.dataset import Store, default_store_uri
+from harness.cli_options import StoreOpt, console, open_store
+from harness.dataset import Store
 from harness.sources import fetch, is_url
 from harness.tasks import TASKS, get_family
 from harness.tasks.importer import ImportReport, derive_gold_in_store, import_prompts
 
 prompts_app = typer.Typer(no_args_is_help=True, help="Benchmark prompt sets with gold answers: import, derive gold, list.")
-console = Console(width=None if sys.stdout.isatty() else 132, soft_wrap=True)
-
-StoreOpt = Annotated[
-    Optional[str],
-    typer.Option("--store", envvar="ROUTERBENCH_STORE", help="Store location: a path or pyarrow URI (s3://…).", show_default="~/.routerbench/store"),
-]
 
 
 def _print(report: ImportReport, store: Store) -> None:
@@ -54,7 +47,7 @@ def import_(
     ] = None,
 ) -> None:
     """Import a prompt set with gold answers (atomic; rerunning changes nothing). SOURCE may be an http(s) URL of one file."""
-    st = Store(store or default_store_uri())
+    st = open_store(store)
     options: dict[str, object] = {"shots": shots}
     if family == "generic":
         options.update(task=task, grader=grader)
@@ -70,7 +63,7 @@ def derive_gold(
     store: StoreOpt = None,
 ) -> None:
     """Recover gold letters of stored RouterBench prompts from the answers RouterBench scored correct."""
-    st = Store(store or default_store_uri())
+    st = open_store(store)
     with console.status("deriving gold letters…"):
         report = derive_gold_in_store(st, family)
     _print(report, st)
@@ -79,7 +72,7 @@ def derive_gold(
 @prompts_app.command("list")
 def list_(store: StoreOpt = None) -> None:
     """Task families, their graders, and the prompts (with gold) the store holds for each."""
-    st = Store(store or default_store_uri())
+    st = open_store(store)
     prompts = st.prompts(["sample_id", "task_family", "gold"])
     table = Table(title=f"task families ({st.uri})", title_justify="left")
     for col in ("family", "grader", "prompt format", "prompts", "with gold"):

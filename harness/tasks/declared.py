@@ -46,6 +46,7 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from harness.components import GRADERS
 from harness.errors import UserError
 from harness.yaml_file import FieldError, load_record
 
@@ -142,8 +143,6 @@ class FamilySpec(_Strict):
     @field_validator("grader")
     @classmethod
     def _known_grader(cls, value: str) -> str:
-        from harness.grading import GRADERS
-
         if value not in GRADERS:
             raise ValueError(f"unknown grader '{value}' (available: {', '.join(GRADERS.names())})")
         return value

@@ -14,7 +14,7 @@ import pandas as pd
 
 from harness.errors import UserError
 from harness.families import task_families
-from harness.grading import GRADERS
+from harness.components import GRADERS
 from harness.tasks import mc_format, prompt_match
 from harness.tasks.base import LoadedSet, TaskFamily, files_in
 

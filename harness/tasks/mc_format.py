@@ -11,6 +11,15 @@ a blank line::
     Answer:
 
 (The double space in "choice  from" is RouterBench's; it is kept so new prompts match the old.)
+
+An answer is read back by :func:`extract_letter` (the multiple-choice grader's rules, also used to
+recover gold letters from RouterBench's scored responses):
+
+1. the response *starts* with a valid letter ("B", "B)", "(B)", "**B**", "B. text", "B: …") — what
+   the prompts ask for and what RouterBench's own scores reward; "A" followed by a lower-case word
+   is the article ("A chart shows …"), not a choice;
+2. otherwise the last explicit statement ("Answer: C", "the correct answer is (C)", "option C",
+   ``\\boxed{C}``).
 """
 
 from __future__ import annotations
@@ -54,3 +63,26 @@ def normalize(text: str, fold_case: bool = True) -> str:
     """Whitespace (and case) folded, for matching questions and choices across copies of a data set."""
     text = " ".join(str(text).split())
     return text.casefold() if fold_case else text
+
+
+DEFAULT_LABELS = "ABCDE"
+_LEAD = re.compile(r"^[\s*_`'\"#>]*(?:\(\s*)?([A-Z])(?![A-Za-z0-9])")
+_ARTICLE = re.compile(r"^[\s*_`'\"#>]*A\s+[a-z]")
+_EXPLICIT = re.compile(
+    r"(?:answer|choice|option)\s*(?:is|:|=|would be|should be)?\s*(?:[:\-]\s*)?[*_`'\"]*\(?\s*([A-Z])\s*\)?(?![A-Za-z0-9])"
+    r"|\\boxed\{\s*\(?([A-Z])\)?\s*\}",
+    re.IGNORECASE,
+)
+
+
+def extract_letter(response: str, labels: str = DEFAULT_LABELS) -> str | None:
+    """The option letter ``response`` commits to, or None."""
+    lead = _LEAD.match(response)
+    if lead and lead.group(1) in labels and not _ARTICLE.match(response):
+        return lead.group(1)
+    found = None
+    for m in _EXPLICIT.finditer(response):
+        letter = (m.group(1) or m.group(2) or "").upper()
+        if letter in labels:
+            found = letter
+    return found

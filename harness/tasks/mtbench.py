@@ -11,6 +11,7 @@ Rendering gives the next turn to answer: ``render(row, answers=[a1])`` → q1, a
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -18,12 +19,44 @@ import pandas as pd
 
 from harness.errors import UserError
 from harness.prompt_meta import parse_meta
-from harness.grading.judge import REFERENCE_CATEGORIES, load_judge_prompts
 from harness.tasks import prompt_match
 from harness.jsonl import read_jsonl
 from harness.tasks.base import LoadedSet, Messages, TaskFamily, need
 
 REFERENCE_FILES = ("reference_answer_gpt-4.jsonl", "reference_answer/gpt-4.jsonl")
+#: MT-Bench's categories judged against a reference answer.
+REFERENCE_CATEGORIES = ("math", "reasoning", "coding")
+
+
+@dataclass(frozen=True)
+class JudgePrompt:
+    name: str
+    system_prompt: str
+    prompt_template: str
+
+
+def load_judge_prompts(path: str | Path) -> dict[str, JudgePrompt]:
+    """MT-Bench's ``judge_prompts.jsonl``: the single-answer prompts by name."""
+    prompts: dict[str, JudgePrompt] = {}
+    for n, doc in enumerate(read_jsonl(path, "judge prompts"), 1):
+        if doc.get("type") != "single":
+            continue
+        try:
+            prompts[doc["name"]] = JudgePrompt(doc["name"], doc["system_prompt"], doc["prompt_template"])
+        except (KeyError, TypeError) as exc:
+            raise UserError(f"{path}:{n}: not a judge prompt record ({exc})") from None
+    if not prompts:
+        raise UserError(f"{path}: no single-answer judge prompts (type 'single')")
+    return prompts
+
+
+def judge_prompts_from_metas(metas: Sequence[dict]) -> dict[str, JudgePrompt]:
+    """The judge prompts stored with MT-Bench prompts (``meta["judge_prompts"]``, see harness.tasks.mtbench)."""
+    prompts: dict[str, JudgePrompt] = {}
+    for meta in metas:
+        for name, doc in (meta.get("judge_prompts") or {}).items():
+            prompts[name] = JudgePrompt(doc["name"], doc["system_prompt"], doc["prompt_template"])
+    return prompts
 
 
 def _question_file(source: Path) -> Path:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from harness.grading.multiple_choice import extract_letter
 from harness.tasks import mc_format
 
 STATUSES = ("consistent", "elimination", "conflict", "undetermined")
@@ -28,7 +27,7 @@ def derive_gold(prompts: pd.DataFrame, outcomes: pd.DataFrame) -> pd.DataFrame:
     parsed = {sid: mc_format.last_block(str(p)) for sid, p in zip(prompts["sample_id"], prompts["prompt"])}
     labels = {sid: "".join(ch) or "AB" for sid, (_, ch) in parsed.items()}
     o = outcomes[outcomes["sample_id"].isin(parsed) & outcomes["score"].notna()]
-    letters = [extract_letter(str(r), labels[s]) if isinstance(r, str) else None for s, r in zip(o["sample_id"], o["response"])]
+    letters = [mc_format.extract_letter(str(r), labels[s]) if isinstance(r, str) else None for s, r in zip(o["sample_id"], o["response"])]
     o = o.assign(letter=letters, correct=o["score"].to_numpy(float) >= 1.0)
     right = o[o["correct"] & o["letter"].notna()].groupby("sample_id")["letter"].agg(lambda s: sorted(set(s)))
     wrong = o[~o["correct"] & o["letter"].notna()].groupby("sample_id")["letter"].agg(lambda s: sorted(set(s)))

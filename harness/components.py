@@ -1,10 +1,11 @@
-"""Providers: the engine class a model config's ``provider`` names, found in one registry.
+"""The registries of named components that other layers name by string: providers and graders.
 
-Built-in engines are registered here as ``module:Class`` strings, so validating a config imports no
-SDK; plug-ins add theirs under the ``routerbench.engines`` entry-point group. What a provider *is*
-(self-hosted or an API, whether it needs a key or a ``base_url``, its batch size, the Ray resources
-its stage needs) is an attribute of its engine class (:class:`harness.generation.base.Engine`),
-never a list of names kept elsewhere.
+Built-ins are registered as ``module:Class`` strings, so naming or validating one (a model config's
+``provider``, a task family's ``grader``) imports neither the component nor its SDK, and this module
+sits below every layer that names them; plug-ins add theirs under the ``routerbench.engines`` and
+``routerbench.graders`` entry-point groups. What a component *is* is declared on its class (an
+engine's :class:`harness.generation.base.Engine` attributes, a grader's
+:class:`harness.grading.base.Grader` ones), never in lists kept elsewhere.
 """
 
 from __future__ import annotations
@@ -21,6 +22,16 @@ for _provider, _spec in {
     "llama_cpp": "harness.generation.llama_cpp_engine:LlamaCppEngine",
 }.items():
     ENGINES.add(_provider, _spec)
+
+GRADERS: Registry = Registry("grader", entry_point_group="routerbench.graders")
+for _grader, _spec in {
+    "multiple-choice": "harness.grading.multiple_choice:MultipleChoiceGrader",
+    "math": "harness.grading.math:MathGrader",
+    "code-exec": "harness.grading.code_exec:CodeExecGrader",
+    "mtbench-judge": "harness.grading.judge:JudgeGrader",
+    "exact-match": "harness.grading.exact_match:ExactMatchGrader",
+}.items():
+    GRADERS.add(_grader, _spec)
 
 
 #: What every engine class declares (see :class:`harness.generation.base.Engine`).
