@@ -4,7 +4,8 @@ SOURCE is the directory with ``question.jsonl`` and, beside it, ``judge_prompts.
 ``reference_answer_gpt-4.jsonl`` (or FastChat's ``reference_answer/gpt-4.jsonl``). The prompt is
 the JSON list of turns; gold is the JSON list of reference turns (math, reasoning and coding
 questions have them; others null — the judge grades them without); ``meta`` carries the category,
-the turns and the judge prompts this question uses, so grading needs nothing but the store.
+the turns and MT-Bench's single-answer judge prompts (all of them, the same in every row), so
+grading needs nothing but the store.
 Rendering gives the next turn to answer: ``render(row, answers=[a1])`` → q1, a1, q2.
 """
 
@@ -88,8 +89,6 @@ class MTBench(TaskFamily):
             need(q, ("question_id", "category", "turns"), f"{path}:{n}")
             qid, category, turns = int(q["question_id"]), str(q["category"]), list(q["turns"])
             ref = refs.get(qid)
-            math = ref is not None and category in REFERENCE_CATEGORIES
-            names = ["single-math-v1", "single-math-v1-multi-turn"] if math else ["single-v1", "single-v1-multi-turn"]
             rows.append(
                 {
                     "sample_id": f"mtbench.q{qid}",
@@ -100,7 +99,9 @@ class MTBench(TaskFamily):
                         "question_id": qid,
                         "category": category,
                         "turns": turns,
-                        "judge_prompts": {k: judges[k].__dict__ for k in names if k in judges},
+                        # every row the same full set: a batch of any questions can be judged, and the
+                        # judge's id (a digest of its prompts) does not depend on which share a batch
+                        "judge_prompts": {name: prompt.__dict__ for name, prompt in sorted(judges.items())},
                         "source": path.name,
                     },
                 }
