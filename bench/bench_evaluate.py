@@ -33,10 +33,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench import routerbench_port as port  # noqa: E402
-from harness.dataset import Store  # noqa: E402
+from harness.store import Store  # noqa: E402
 from harness.embeddings import DEFAULT_EMBEDDER, attach_features, encode, model_inputs, prompt_texts  # noqa: E402
 from harness.evaluate import EvalSpec, complete_folds, summarise_family  # noqa: E402
-from harness.importers import load_sources, to_wide  # noqa: E402
+from harness.outcome_import import load_sources, to_wide  # noqa: E402
 from harness.model_config import load_model_configs  # noqa: E402
 from harness.splits import routerbench_split  # noqa: E402
 from routers import RoutingOptions, build_routers  # noqa: E402

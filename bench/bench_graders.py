@@ -39,14 +39,14 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from harness.dataset import Store  # noqa: E402
+from harness.store import Store  # noqa: E402
 from harness.grading import build_grader, grade_frame  # noqa: E402
 from harness.grading.judge import JudgeGrader, parse_rating  # noqa: E402
 from harness.tasks.mtbench import load_judge_prompts  # noqa: E402
 from harness.grading.math import NUMBER, extract_answer  # noqa: E402
-from harness.grading.sandbox import Limits, capabilities  # noqa: E402
-from harness.importers import load_sources  # noqa: E402
-from harness.tasks import import_prompts  # noqa: E402
+from harness.grading.sandbox import SandboxLimits, capabilities  # noqa: E402
+from harness.outcome_import import load_sources  # noqa: E402
+from harness.tasks.prompt_import import import_prompts  # noqa: E402
 from harness.tasks.routerbench_gold import derive_gold, gold_agreement  # noqa: E402
 
 GSM8K_MODELS = ("mistralai/Mixtral-8x7B-Instruct-v0.1", "gpt-4-1106-preview")
@@ -178,7 +178,7 @@ def mbpp(store: Store, args: argparse.Namespace) -> float:
     if args.mbpp_limit:
         keep = sorted(o["sample_id"].unique())[: args.mbpp_limit]
         o = o[o["sample_id"].isin(keep)].reset_index(drop=True)
-    limits = Limits(wall_s=10, cpu_s=5)
+    limits = SandboxLimits(wall_s=10, cpu_s=5)
     modes = {"standard": {}, "name-bound": {"bind_entry_point": True}}
     for mode, options in modes.items():
         started = time.monotonic()

@@ -66,8 +66,8 @@ def generate(path: Path, prompts: int, seed: int = 0) -> None:
 CHILD = """
 import sys, time
 sys.path.insert(0, {root!r})
-from harness.dataset import Store
-from harness.importers import load_sources
+from harness.store import Store
+from harness.outcome_import import load_sources
 t = time.perf_counter()
 batch = load_sources([{src!r}])
 res = Store({store!r}).append(batch.prompts, batch.outcomes, source="bench")

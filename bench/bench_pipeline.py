@@ -25,12 +25,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from harness.dataset import Store  # noqa: E402
+from harness.store import Store  # noqa: E402
 from harness.generation.base import Request, build_engine  # noqa: E402
 from harness.model_config import load_model_config  # noqa: E402
-from harness.pipeline import ExtendSpec, extend, plan  # noqa: E402
+from harness.extend import ExtendSpec, extend, plan  # noqa: E402
 from harness.ray_runtime import ensure_ray  # noqa: E402
-from harness.tasks import import_prompts  # noqa: E402
+from harness.tasks.prompt_import import import_prompts  # noqa: E402
 
 
 def fresh_store(source: Path, family: str) -> Store:

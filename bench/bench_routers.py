@@ -25,10 +25,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from harness.dataset import Store  # noqa: E402
+from harness.store import Store  # noqa: E402
 from harness.embeddings import DEFAULT_EMBED_TEXT, DEFAULT_EMBEDDER, attach_features, embedding_rates, prompt_texts  # noqa: E402
 from harness.evaluate import EvalSpec, complete_folds, route_folds, summarise_family  # noqa: E402
-from harness.importers import load_sources  # noqa: E402
+from harness.outcome_import import load_sources  # noqa: E402
 from harness.splits import routerbench_split  # noqa: E402
 from routers import ROUTERS, RoutingOptions, build_routers  # noqa: E402
 from harness.matrix import outcome_matrices  # noqa: E402

@@ -47,7 +47,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from harness.dataset import Store  # noqa: E402
+from harness.store import Store  # noqa: E402
 from harness.legacy_store import LegacyStore  # noqa: E402
 from harness.matrix import outcome_matrices  # noqa: E402
 
@@ -64,7 +64,7 @@ APPEND_ROWS = 64
 APPEND_MODEL = MODELS[5]
 #: The 64-row appends timed: (prompts in the same append, overwrite). The first is the headline:
 #: one commit of ``routerbench extend`` (commit_every=64, outcomes only, overwrite=True, its
-#: prompts already stored; harness/pipeline.py).
+#: prompts already stored; harness/extend.py).
 VARIANTS = {
     "extend commit (overwrite)": (False, True),
     "append, keys checked": (False, False),
@@ -221,7 +221,7 @@ def bench_read(paths: dict[str, Path], repeat: int) -> dict[str, list[float]]:
 def bench_import(tmp: Path, data: Path, repeat: int) -> tuple[dict[str, list[float]], dict[str, list[float]], int]:
     """``routerbench import DATA`` (cli._import: load_sources + append) into a fresh store of each layout."""
     from harness import cli
-    from harness.importers import load_sources
+    from harness.outcome_import import load_sources
 
     load_sources([str(data)])  # warm the page cache and imports: the first layout timed would pay for them
     appended: dict[str, list[float]] = {k: [] for k in LAYOUTS}

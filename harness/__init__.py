@@ -1,6 +1,6 @@
 """routerbench's machinery: the outcome store, importers, metrics, evaluation, reports and CLI."""
 
-from harness.dataset import AppendResult, Store
+from harness.store import AppendResult, Store
 from harness.errors import UserError
 from harness.matrix import OutcomeMatrix
 

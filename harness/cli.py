@@ -12,10 +12,10 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from harness.dataset import AppendResult, Store
+from harness.store import AppendResult, Store
 from harness.errors import UserError
 from harness.generation.cli import generate
-from harness.importers import EXPORTS, ImportBatch, load_sources
+from harness.outcome_import import EXPORTS, ImportBatch, load_sources
 from harness.cli_options import AddressOpt, StoreOpt, console, err_console, open_store
 from harness.progress import progress
 from harness.tasks.cli import prompts_app
@@ -176,7 +176,7 @@ def data_info(store: StoreOpt = None, as_of: AsOfOpt = None) -> None:
 
 def _cost_sources_by_family(st: Store, models: tuple[str, ...] | None = None) -> dict[str, str]:
     """Per task family, the cost sources of its pool's outcomes: ``"published (11 models)"`` or a mix."""
-    from harness.dataset import effective_cost_source
+    from harness.store import effective_cost_source
 
     o = st.outcomes(["sample_id", "model", "score", "cost_source", "input_tokens"], models=list(models) if models else None)
     o = o[o["score"].notna()].merge(st.prompts(["sample_id", "task_family"]), on="sample_id")
@@ -194,7 +194,7 @@ def data_compact(
     retain_hours: Annotated[float, typer.Option("--retain-hours", min=0, help="Delete files that no version of the last this-many hours reads (readers of older versions lose them).")] = 168,
 ) -> None:
     """Merge each partition's small files into one, then vacuum what no recent version reads (safe to interrupt, and to run twice at once)."""
-    from harness.dataset import CompactionSkipped
+    from harness.store import CompactionSkipped
 
     try:
         done = open_store(store).compact(retain_hours=retain_hours)
@@ -217,7 +217,7 @@ def data_history(
     st = open_store(store)
     hist = st.history()
     if table:
-        from harness.dataset import TABLES
+        from harness.store import TABLES
 
         if table not in TABLES:
             raise UserError(f"--table must be one of {', '.join(TABLES)}, not '{table}'")
@@ -419,8 +419,8 @@ def extend(
 ) -> None:
     """Run a model over the store's prompts, grade every answer and append the outcomes (resumable)."""
     from harness.model_config import load_model_config
-    from harness.pipeline import ExtendSpec
-    from harness.pipeline import extend as run_extend
+    from harness.extend import ExtendSpec
+    from harness.extend import extend as run_extend
 
     st = open_store(store)
     config = load_model_config(model)
@@ -429,7 +429,7 @@ def extend(
     with progress(console, *columns) as bar:
         task = bar.add_task(f"extend {config.name}", total=None, status="planning")
 
-        def show(p) -> None:  # noqa: ANN001 - harness.pipeline.Progress
+        def show(p) -> None:  # noqa: ANN001 - harness.extend.Progress
             status = f"{p.rate:.2f}/s  ${p.spend_usd:.4f}  " + (f"[red]{p.errors} errors[/]" if p.errors else "0 errors")
             bar.update(task, total=p.total, completed=p.done, status=status)
 
@@ -488,7 +488,7 @@ def refresh(
     unsafe_sandbox: UnsafeSandboxOpt = False,
 ) -> None:
     """Scheduled upkeep: answer missing or stale prompts for every model config, regrade, reprice, evaluate."""
-    from harness.pipeline import ExtendSpec
+    from harness.extend import ExtendSpec
     from harness.refresh import refresh as run_refresh
 
     st = open_store(store)

@@ -11,7 +11,7 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
-from harness.dataset import Store, default_store_uri
+from harness.store import Store, default_store_uri
 
 console = Console(width=None if sys.stdout.isatty() else 150, soft_wrap=True)
 err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 400)

@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from harness.dataset import EMBEDDINGS, Store
+from harness.store import EMBEDDINGS, Store
 from harness.embed_backends import DEFAULT_EMBED_BACKEND, EMBED_BACKENDS, FAST_BACKEND, FAST_KEY_SUFFIX, TORCH_BACKEND, load_fast
 from harness.errors import UserError
 from harness.matrix import OutcomeMatrix

@@ -17,7 +17,7 @@ import pandas as pd
 
 from harness import metrics
 from harness.calibration import CalibrationResult, CalibrationTarget, calibrate_folds, parse_targets, supports_calibration
-from harness.dataset import Store
+from harness.store import Store
 from harness.errors import UserError
 from harness.matrix import OutcomeMatrix, concat_matrices, outcome_matrices
 from harness.ray_runtime import ensure_ray

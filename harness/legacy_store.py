@@ -34,7 +34,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
-from harness.dataset import (
+from harness.store import (
     OUTCOMES,
     PROMPTS,
     TABLES,

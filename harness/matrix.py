@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 if TYPE_CHECKING:  # the store reads tables; this module only shapes what it reads
-    from harness.dataset import StoreReader
+    from harness.store import StoreReader
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from harness.dataset import TABLES, Store
+from harness.store import TABLES, Store
 from harness.errors import UserError
 from harness.legacy_store import LegacyStore
 

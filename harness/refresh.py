@@ -20,10 +20,10 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import pandas as pd
 
-from harness.dataset import Store
+from harness.store import Store
 from harness.grading import prepare_options, regrade_options
 from harness.model_config import ModelConfig, scan_model_configs
-from harness.pipeline import ExtendReport, ExtendSpec, Progress, extend, grade_batch
+from harness.extend import ExtendReport, ExtendSpec, Progress, extend, grade_batch
 from harness.tasks import family_of
 
 COST_TOLERANCE = 1e-12

@@ -29,7 +29,7 @@ from typing import Any, Callable, Optional
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
-from harness.dataset import Store
+from harness.store import Store
 from harness.errors import UserError
 from harness.evaluate import EvalResult, EvalSpec
 

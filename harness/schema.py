@@ -1,6 +1,6 @@
 """The store's table schemas: what every prompt, outcome and embedding row is.
 
-Kept apart from the store (:mod:`harness.dataset`), so that what produces rows (generation's outcome
+Kept apart from the store (:mod:`harness.store`), so that what produces rows (generation's outcome
 files, importers) can name the columns without depending on the store itself.
 """
 

@@ -30,8 +30,8 @@ def routerbench_dir() -> Path:
 @pytest.fixture(scope="session")
 def imported_store(tmp_path_factory: pytest.TempPathFactory, routerbench_dir: Path):
     """A store holding the shared RouterBench CSVs (read-only for tests: copy before writing)."""
-    from harness.dataset import Store
-    from harness.importers import load_sources
+    from harness.store import Store
+    from harness.outcome_import import load_sources
 
     store = Store(tmp_path_factory.mktemp("store") / "rb")
     batch = load_sources([str(routerbench_dir)])

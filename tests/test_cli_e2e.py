@@ -23,9 +23,9 @@ import yaml
 from typer.testing import CliRunner
 
 from harness.cli import app
-from harness.dataset import EMBEDDINGS, Store
+from harness.store import EMBEDDINGS, Store
 from harness.errors import UserError
-from harness.importers import load_sources
+from harness.outcome_import import load_sources
 from tests.conftest import SHARED_DATA, require_shared
 
 FAMILIES = {"mbpp": "mbpp_test.csv", "winogrande": "winograde_test.csv"}

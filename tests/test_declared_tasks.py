@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from harness.dataset import Store
+from harness.store import Store
 from harness.errors import UserError
 from harness.grading import build_grader
-from harness.tasks import TASKS, family_of, get_family, import_prompts
+from harness.tasks import TASKS, family_of, get_family
+from harness.tasks.prompt_import import import_prompts
 from harness.tasks.base import finalize
 from harness.tasks.declared import FAMILY_DIR, DeclaredFamily, load_family, load_spec
 from tests.conftest import SHARED_DATA, require_shared

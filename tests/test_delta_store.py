@@ -12,10 +12,10 @@ import pytest
 from typer.testing import CliRunner
 
 from harness.cli import app
-from harness.dataset import EMBEDDINGS, OUTCOMES, PROMPTS, Store
+from harness.store import EMBEDDINGS, OUTCOMES, PROMPTS, Store
 from harness.embeddings import _embedding_rows
 from harness.errors import UserError
-from harness.importers import load_sources
+from harness.outcome_import import load_sources
 from harness.legacy_store import LegacyStore
 from tests.conftest import SHARED_DATA, require_shared
 

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 import harness.embeddings as embeddings
-from harness.dataset import EMBEDDINGS, Store
+from harness.store import EMBEDDINGS, Store
 from harness.embed_backends import FAST_BACKEND, FAST_KEY_SUFFIX, PIP_FAST, build_onnx, load_fast
 from harness.embeddings import (
     DEFAULT_EMBED_TEXT,

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from harness.dataset import Store
+from harness.store import Store
 
 MODELS = 11
 

@@ -12,10 +12,10 @@ from typer.testing import CliRunner
 
 from harness import metrics
 from harness.cli import app
-from harness.dataset import Store
+from harness.store import Store
 from harness.errors import UserError
 from harness.evaluate import AIQ_COLUMNS, POINT_COLUMNS, EvalSpec, evaluate
-from harness.importers import load_sources
+from harness.outcome_import import load_sources
 from harness.splits import routerbench_order
 from harness.matrix import outcome_matrices
 

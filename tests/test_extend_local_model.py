@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from harness.dataset import Store
+from harness.store import Store
 from tests.conftest import ROOT, SHARED_DATA, require_shared, submit_job
 
 pytestmark = pytest.mark.slow

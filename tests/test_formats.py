@@ -13,9 +13,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harness.dataset import Store, effective_cost_source
+from harness.store import Store, effective_cost_source
 from harness.errors import UserError
-from harness.importers import EXPORTS, load_sources
+from harness.outcome_import import EXPORTS, load_sources
 from tests.conftest import SHARED_DATA, require_shared
 from harness.matrix import outcome_matrices
 

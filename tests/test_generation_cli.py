@@ -12,7 +12,7 @@ import typer
 import yaml
 from typer.testing import CliRunner
 
-from harness.dataset import Store
+from harness.store import Store
 from harness.errors import UserError
 from harness.generation import Request
 from harness.generation.cli import generate
@@ -181,7 +181,7 @@ def test_generate_is_extends_path_and_import_reads_its_output(ray_local, tmp_pat
     from harness.answering import work_rows
     from harness.model_config import load_model_config
     from harness.refresh import regrade
-    from harness.tasks import import_prompts
+    from harness.tasks.prompt_import import import_prompts
 
     rows = [{"sample_id": f"e{i}", "prompt": w, "gold": "yes"} for i, w in enumerate(["yes", "no", "yes"])]
     write_jsonl(tmp_path / "echo.jsonl", rows)

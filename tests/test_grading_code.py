@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from harness.grading import build_grader
 from harness.grading.code_exec import build_program, code_blocks, main_function, sanitize
-from harness.grading.sandbox import Limits
+from harness.grading.sandbox import SandboxLimits
 from tests.conftest import needs_bubblewrap
 
 pytestmark = needs_bubblewrap
@@ -56,7 +56,7 @@ def test_main_function_and_name_binding() -> None:
 
 
 def test_grades_for_hand_made_responses() -> None:
-    grader = build_grader("code-exec", limits=Limits(wall_s=60, cpu_s=2), workers=4)  # the CPU limit stops the loop; the wall clock only bounds a stuck run
+    grader = build_grader("code-exec", limits=SandboxLimits(wall_s=60, cpu_s=2), workers=4)  # the CPU limit stops the loop; the wall clock only bounds a stuck run
     responses = [
         CHATTY,  # right, with an example and another language around it
         "```python\ndef add(a, b):\n    return a - b\n```",  # wrong

@@ -18,9 +18,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harness.dataset import Store
+from harness.store import Store
 from harness.errors import UserError
-from harness.importers import CSV_OPTIONS, decode_list_cells, encode_list_cells, load_sources, to_wide
+from harness.outcome_import import CSV_OPTIONS, decode_list_cells, encode_list_cells, load_sources, to_wide
 from harness.matrix import outcome_matrices
 
 MODELS = 11
@@ -74,7 +74,7 @@ def test_list_cells_round_trip() -> None:
 
 
 def test_export_gives_back_the_same_scores_and_costs(imported_store: Store, routerbench_dir: Path, tmp_path: Path) -> None:
-    from harness.importers import EXPORTS
+    from harness.outcome_import import EXPORTS
 
     out = tmp_path / "export.csv"
     EXPORTS.get("routerbench-csv")(imported_store, None, out)
@@ -261,7 +261,7 @@ def test_sigkill_mid_import_leaves_store_unchanged_and_rerun_completes(tmp_path:
 
 def test_wide_costs_are_published_and_formats_are_found_by_registry(imported_store: Store, routerbench_dir: Path) -> None:
     """RouterBench's own costs are recorded as published; its files are claimed by routerbench-wide alone."""
-    from harness.importers import detect_format
+    from harness.outcome_import import detect_format
 
     assert set(imported_store.outcomes(["cost_source"])["cost_source"]) == {"published"}
     assert {detect_format(p) for p in sorted(routerbench_dir.glob("*.csv"))} == {"routerbench-wide"}

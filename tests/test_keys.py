@@ -19,11 +19,11 @@ import pandas as pd
 import pytest
 import yaml
 
-from harness.dataset import Store
+from harness.store import Store
 from harness.generation.testing.fault_server import FaultPlan, FaultServer
 from harness.grading import build_grader
 from harness.model_config import ModelConfig, key_variables
-from harness.tasks import import_prompts
+from harness.tasks.prompt_import import import_prompts
 from tests.conftest import needs_bubblewrap
 
 KEY_VAR = "ROUTERBENCH_TEST_KEY"

@@ -15,7 +15,7 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from harness.cli import app
-from harness.dataset import Store
+from harness.store import Store
 from harness.evaluate import EvalSpec, evaluate
 from harness.leaderboard import LEADERBOARD_COLUMNS
 from harness.metrics import paired_difference

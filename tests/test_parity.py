@@ -12,11 +12,11 @@ import pandas as pd
 import pytest
 
 from bench import routerbench_port as port
-from harness.dataset import Store
+from harness.store import Store
 from harness.embeddings import attach_features, prompt_texts
 from harness.errors import UserError
 from harness.evaluate import EvalSpec, evaluate
-from harness.importers import to_wide
+from harness.outcome_import import to_wide
 from harness.matrix import OutcomeMatrix, outcome_matrices
 from harness.model_config import load_model_configs
 from harness.splits import parse_split, routerbench_order

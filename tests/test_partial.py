@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harness.dataset import EMBEDDINGS, Store
+from harness.store import EMBEDDINGS, Store
 from harness.embeddings import attach_features
 from harness.evaluate import EvalSpec, complete_folds, evaluate, route_folds
 from harness.matrix import OutcomeMatrix, outcome_matrices

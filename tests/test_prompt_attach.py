@@ -19,10 +19,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from harness.dataset import Store
+from harness.store import Store
 from harness.evaluate import EvalSpec, evaluate
-from harness.importers import load_sources
-from harness.tasks import import_prompts
+from harness.outcome_import import load_sources
+from harness.tasks.prompt_import import import_prompts
 from harness.tasks.hellaswag import read_items
 from harness.tasks.prompt_match import canon, parse_mc
 from tests.conftest import SHARED_DATA, require_shared

@@ -139,7 +139,7 @@ def test_an_entry_point_provider_runs_generate_and_extend(tmp_path: Path) -> Non
             done = subprocess.run([*cli, *step], env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
             assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
         assert "toy-shouter: 7 prompts to do (0 already done), 7 outcomes appended, 7 graded" in done.stdout
-    from harness.dataset import Store
+    from harness.store import Store
 
     stored = Store(tmp_path / "store").outcomes(models=["toy-shouter"])
     assert sorted(stored["sample_id"]) == [f"t{i}" for i in range(7)]

@@ -11,14 +11,14 @@ import yaml
 from typer.testing import CliRunner
 
 from harness.cli import app
-from harness.dataset import Store
+from harness.store import Store
 from harness.generation.testing.fault_server import FaultPlan, FaultServer
 from harness.model_config import load_model_config
-from harness.pipeline import ExtendSpec, extend
+from harness.extend import ExtendSpec, extend
 from harness.refresh import refresh, regrade, reprice, stale_grades
-from harness.tasks import import_prompts
+from harness.tasks.prompt_import import import_prompts
 from tests.conftest import SHARED_DATA, require_shared
-from tests.test_pipeline import N, config_file, expected_scores, write_prompts
+from tests.test_extend import N, config_file, expected_scores, write_prompts
 
 
 @pytest.fixture()

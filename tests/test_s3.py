@@ -4,7 +4,7 @@ errors for an endpoint nobody listens on and a bucket that does not exist.
 
 Everything goes through the real CLI in subprocesses (as a user runs it), and what lands in the
 bucket is checked with boto3 and with a Delta reader of its own (``deltalake.DeltaTable``), not
-only through :class:`harness.dataset.Store`."""
+only through :class:`harness.store.Store`."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from harness.dataset import CompactResult, Store
+from harness.store import CompactResult, Store
 from harness.errors import UserError
 from tests.conftest import ROOT, SHARED_DATA, free_port, require_shared
 

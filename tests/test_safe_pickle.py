@@ -24,9 +24,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harness.dataset import Store
+from harness.store import Store
 from harness.errors import UserError
-from harness.importers import load_sources
+from harness.outcome_import import load_sources
 from harness.safe_pickle import unpickle_frame
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from harness.grading.sandbox import BUBBLEWRAP, PROCESS, Limits, capabilities, run_python
+from harness.grading.sandbox import BUBBLEWRAP, PROCESS, SandboxLimits, capabilities, run_python
 from tests.conftest import needs_bubblewrap
 
-FAST = Limits(wall_s=30, cpu_s=2, memory_mb=512, max_procs=16)  # a generous wall clock: a busy 2-core machine must not fail legitimate runs
+FAST = SandboxLimits(wall_s=30, cpu_s=2, memory_mb=512, max_procs=16)  # a generous wall clock: a busy 2-core machine must not fail legitimate runs
 caps = capabilities()
 ISOLATIONS = [pytest.param(BUBBLEWRAP, marks=needs_bubblewrap), PROCESS]
 
@@ -33,7 +33,7 @@ def test_a_passing_program_passes_and_a_failing_one_fails(isolation: str) -> Non
 def test_a_sandbox_that_cannot_start_is_not_the_programs_failure(isolation: str) -> None:
     from harness.grading import build_grader
 
-    never = Limits(wall_s=0.001)  # over before the interpreter is up: the program never ran
+    never = SandboxLimits(wall_s=0.001)  # over before the interpreter is up: the program never ran
     assert run_python("print(1)", never, isolation=isolation).status == "sandbox-error"
     grade = build_grader("code-exec", limits=never, unsafe_sandbox=isolation == PROCESS).grade_batch(["```python\ndef f():\n    return 1\n```"], ["assert f() == 1"])[0]
     assert grade.score is None and grade.error.startswith("grader:sandbox-error") and "\n" not in grade.error
@@ -140,7 +140,7 @@ def test_a_fork_bomb_is_contained(isolation: str) -> None:
 @pytest.mark.skipif(caps.pids_cgroup is None and not caps.nproc_rlimit, reason="neither a pids cgroup nor RLIMIT_NPROC applies here (root without cgroups)")
 def test_a_fork_bomb_is_contained_by_the_os_alone() -> None:
     bomb = "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass"
-    result = run_python(bomb, Limits(wall_s=5, cpu_s=1, max_procs=8), guard=False)
+    result = run_python(bomb, SandboxLimits(wall_s=5, cpu_s=1, max_procs=8), guard=False)
     assert result.status in ("timeout", "killed")
     assert run_python("print('still fine')", FAST).passed  # and the machine is still usable
 
@@ -161,24 +161,24 @@ def test_processes_that_leave_the_group_are_killed_too() -> None:
 
 @pytest.mark.parametrize("isolation", ISOLATIONS)
 def test_infinite_loops_and_sleeps_are_stopped(isolation: str) -> None:
-    busy = run_python("while True:\n    pass", Limits(wall_s=10, cpu_s=1), isolation=isolation)
+    busy = run_python("while True:\n    pass", SandboxLimits(wall_s=10, cpu_s=1), isolation=isolation)
     assert busy.status == "killed" and busy.seconds < 5  # the CPU limit, well before the wall clock
     # the wall clock covers the interpreter's start too: a few seconds, so a loaded machine still gets to the program
-    asleep = run_python("import time\ntime.sleep(60)", Limits(wall_s=4, cpu_s=5), isolation=isolation)
+    asleep = run_python("import time\ntime.sleep(60)", SandboxLimits(wall_s=4, cpu_s=5), isolation=isolation)
     assert asleep.status == "timeout" and asleep.seconds < 15
 
 
 @pytest.mark.parametrize("isolation", ISOLATIONS)
 def test_memory_hogs_are_stopped(isolation: str) -> None:
-    result = run_python("x = bytearray(2 * 1024**3)", Limits(memory_mb=256), isolation=isolation)
+    result = run_python("x = bytearray(2 * 1024**3)", SandboxLimits(memory_mb=256), isolation=isolation)
     assert result.status == "failed" and "MemoryError" in result.output
-    grow = run_python("x = []\nwhile True:\n    x.append(' ' * 10**6)", Limits(memory_mb=256, cpu_s=5, wall_s=10), isolation=isolation)
+    grow = run_python("x = []\nwhile True:\n    x.append(' ' * 10**6)", SandboxLimits(memory_mb=256, cpu_s=5, wall_s=10), isolation=isolation)
     assert grow.status in ("failed", "killed") and grow.seconds < 10
 
 
 @pytest.mark.parametrize("isolation", ISOLATIONS)
 def test_output_floods_are_capped(isolation: str) -> None:
-    result = run_python("import sys\nwhile True:\n    sys.stdout.write('x' * 65536)", Limits(file_mb=1, cpu_s=5, wall_s=10), isolation=isolation)
+    result = run_python("import sys\nwhile True:\n    sys.stdout.write('x' * 65536)", SandboxLimits(file_mb=1, cpu_s=5, wall_s=10), isolation=isolation)
     assert result.status in ("failed", "killed") and len(result.output) <= 5000
 
 
@@ -187,7 +187,7 @@ def test_no_sandbox_state_is_left_behind(isolation: str) -> None:
     import tempfile
 
     run_python("open('x', 'w').write('y')", FAST, isolation=isolation)
-    run_python("import time\ntime.sleep(60)", Limits(wall_s=0.5), isolation=isolation)
+    run_python("import time\ntime.sleep(60)", SandboxLimits(wall_s=0.5), isolation=isolation)
     mine = f"{os.getpid()}-"
     assert not [p for p in Path(tempfile.gettempdir()).glob(f"rb-sandbox-{mine}*")]
     if caps.pids_cgroup:

@@ -21,12 +21,12 @@ from pathlib import Path
 import pytest
 
 from harness.grading import build_grader
-from harness.grading.sandbox import Limits, capabilities, run_python
+from harness.grading.sandbox import SandboxLimits, capabilities, run_python
 from tests.conftest import needs_bubblewrap
 
 caps = capabilities()
 pytestmark = needs_bubblewrap
-FAST = Limits(wall_s=30, cpu_s=4, memory_mb=512, file_mb=4, max_procs=16)  # generous wall clock: load must not fail a legitimate run
+FAST = SandboxLimits(wall_s=30, cpu_s=4, memory_mb=512, file_mb=4, max_procs=16)  # generous wall clock: load must not fail a legitimate run
 SECRET_PREFIX = "rb-secret-"  # what the attacks look for; the whole secret is never in their source
 SECRET = f"{SECRET_PREFIX}{uuid.uuid4().hex}"
 
@@ -213,11 +213,11 @@ def test_attacks_through_the_grader_score_zero_and_leave_it_working(world: dict)
 def test_resource_attacks_are_stopped(guard: bool) -> None:
     memory = run_python("x = bytearray(8 * 1024**3)\nassert x", FAST, guard=guard)
     assert memory.status == "failed" and "MemoryError" in memory.output
-    loop = run_python("while True:\n    pass", Limits(wall_s=20, cpu_s=1), guard=guard)
+    loop = run_python("while True:\n    pass", SandboxLimits(wall_s=20, cpu_s=1), guard=guard)
     assert loop.status == "killed" and loop.seconds < 10  # the CPU limit, before the wall clock
-    sleep = run_python("import time\ntime.sleep(60)", Limits(wall_s=4), guard=guard)  # 4 s: the interpreter must start first
+    sleep = run_python("import time\ntime.sleep(60)", SandboxLimits(wall_s=4), guard=guard)  # 4 s: the interpreter must start first
     assert sleep.status == "timeout" and sleep.seconds < 15
-    flood = run_python("import sys\nsys.stdout.write('x' * 100_000_000)\nsys.stdout.flush()", Limits(file_mb=1, wall_s=20), guard=guard)
+    flood = run_python("import sys\nsys.stdout.write('x' * 100_000_000)\nsys.stdout.flush()", SandboxLimits(file_mb=1, wall_s=20), guard=guard)
     assert flood.status in ("failed", "killed") and len(flood.output) <= 5000
 
 
@@ -229,7 +229,7 @@ def test_a_fork_bomb_is_refused_by_the_guard() -> None:
 @pytest.mark.skipif(caps.pids_cgroup is None, reason="no pids cgroup here: without the guard only the PID namespace would hold a fork bomb")
 def test_a_fork_bomb_is_contained_by_bubblewrap_and_the_pids_cgroup() -> None:
     bomb = "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass"
-    result = run_python(bomb, Limits(wall_s=5, cpu_s=2, max_procs=16), guard=False)
+    result = run_python(bomb, SandboxLimits(wall_s=5, cpu_s=2, max_procs=16), guard=False)
     assert result.status in ("timeout", "killed")
     assert run_python("print('still fine')", FAST).passed
 

@@ -16,9 +16,9 @@ import pyarrow.parquet as pq
 import pytest
 from deltalake import DeltaTable
 
-from harness.dataset import OUTCOMES, PROMPTS, Store
+from harness.store import OUTCOMES, PROMPTS, Store
 from harness.errors import UserError
-from harness.importers import load_sources
+from harness.outcome_import import load_sources
 from harness.matrix import outcome_matrices
 
 
@@ -193,7 +193,7 @@ def test_store_by_file_uri(tmp_path: Path) -> None:
 
 
 def test_default_store_location_follows_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    from harness.dataset import default_store_uri
+    from harness.store import default_store_uri
 
     monkeypatch.setenv("ROUTERBENCH_STORE", str(tmp_path / "x"))
     assert default_store_uri() == str(tmp_path / "x")

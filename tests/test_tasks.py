@@ -12,11 +12,12 @@ import pandas as pd
 import pytest
 
 from tests.conftest import SHARED_DATA, require_shared
-from harness.dataset import Store
+from harness.store import Store
 from harness.errors import UserError
 from harness.grading import build_grader, grade_frame
-from harness.tasks import TASKS, family_of, get_family, import_prompts
-from harness.tasks.importer import derive_gold_in_store
+from harness.tasks import TASKS, family_of, get_family
+from harness.tasks.prompt_import import import_prompts
+from harness.tasks.prompt_import import derive_gold_in_store
 
 COUNTS = {  # ../shared/data/README.md
     "grade-school-math": ("gsm8k", 1319),

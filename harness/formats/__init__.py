@@ -2,7 +2,7 @@
 
 A format is a :class:`Format`: ``detect(path) -> bool`` (does this file look like mine? cheap: a
 header or first line), and ``read(paths, options) -> ImportBatch`` (the files it claimed, combined,
-as the prompts and outcomes tables that :meth:`harness.dataset.Store.append` takes). Adding a format
+as the prompts and outcomes tables that :meth:`harness.store.Store.append` takes). Adding a format
 is one new file here, one line below, and its test. Plug-ins register under the entry point group
 ``routerbench.formats`` (value ``module:FORMAT``).
 
@@ -37,7 +37,7 @@ class ImportOptions:
 class Format:
     name: str
     detect: Callable[[Path], bool]
-    read: Callable[[list[Path], ImportOptions], object]  # -> harness.importers.ImportBatch
+    read: Callable[[list[Path], ImportOptions], object]  # -> harness.outcome_import.ImportBatch
     summary: str
 
 

@@ -13,7 +13,7 @@ from harness.families import task_families
 
 
 def prompt_table(sample_ids, tasks, prompts, source: str, gold=None, families=None, turns=None) -> pd.DataFrame:  # noqa: ANN001
-    """Rows of the prompts table (harness.dataset.PROMPT_SCHEMA); families from harness.families unless given."""
+    """Rows of the prompts table (harness.store.PROMPT_SCHEMA); families from harness.families unless given."""
     tasks = pd.Series(list(tasks), dtype=object).astype(str)
     n = len(tasks)
     turns = [1] * n if turns is None else list(turns)

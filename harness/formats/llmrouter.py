@@ -86,7 +86,7 @@ def _split_of(path: Path) -> str:
 
 
 def read(paths: list[Path], options: ImportOptions):  # noqa: ANN201 - ImportBatch
-    from harness.importers import ImportBatch
+    from harness.outcome_import import ImportBatch
 
     kinds = {p: _kind(p) for p in paths}
     prices: dict[str, tuple[float, float]] = {}

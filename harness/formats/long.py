@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from harness.formats import Format, ImportOptions
-from harness.importers import LONG_REQUIRED, from_long, peek_columns, read_frames
+from harness.outcome_import import LONG_REQUIRED, from_long, peek_columns, read_frames
 
 SUFFIXES = (".csv", ".pkl", ".pickle", ".parquet", ".json", ".jsonl")
 

@@ -128,7 +128,7 @@ def _read_mtbench(path: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def read(paths: list[Path], options: ImportOptions):  # noqa: ANN201 - ImportBatch
-    from harness.importers import ImportBatch
+    from harness.outcome_import import ImportBatch
 
     prompts, outcomes = [], []
     for path in paths:

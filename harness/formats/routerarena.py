@@ -73,7 +73,7 @@ def _family(task: str) -> str:
 
 
 def read(paths: list[Path], options: ImportOptions):  # noqa: ANN201 - ImportBatch
-    from harness.importers import ImportBatch
+    from harness.outcome_import import ImportBatch
 
     prices: dict[str, tuple[float, float]] = {}
     for p in (p for p in paths if _kind(p) == "prices"):

@@ -2,7 +2,7 @@
 
 Columns ``sample_id, prompt, eval_name``, per model ``<model>`` (score), ``<model>|model_response``,
 ``<model>|total_cost`` (USD, ``cost_source`` ``published``). Sample ids are the file's own.
-Details in :func:`harness.importers.from_wide`.
+Details in :func:`harness.outcome_import.from_wide`.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from harness.formats import Format, ImportOptions
-from harness.importers import LONG_REQUIRED, from_wide, peek_columns, read_frames, wide_models
+from harness.outcome_import import LONG_REQUIRED, from_wide, peek_columns, read_frames, wide_models
 
 SUFFIXES = (".csv", ".pkl", ".pickle", ".parquet", ".json", ".jsonl")
 

@@ -76,7 +76,7 @@ def read_prompt_file(path: str | Path, limit: int | None = None) -> pd.DataFrame
     return prompt_rows(PROMPT_READERS.get(suffix)(path), str(path), path.stem, limit)
 
 
-def store_prompts(store, families: Iterable[str], limit: int | None = None) -> pd.DataFrame:  # noqa: ANN001 - a harness.dataset.StoreReader
+def store_prompts(store, families: Iterable[str], limit: int | None = None) -> pd.DataFrame:  # noqa: ANN001 - a harness.store.StoreReader
     """A store's prompts of these task families, in (family, sample_id) order."""
     families = list(families)
     df = store.prompts(list(PROMPT_COLUMNS), families=families)

@@ -32,7 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Annotated, ClassVar
 
 from harness.grading.base import Flag, Grade, Grader, GraderOptions, failed
-from harness.grading.sandbox import BUBBLEWRAP, PROCESS, Limits, RunResult, require_bubblewrap, run_python
+from harness.grading.sandbox import BUBBLEWRAP, PROCESS, SandboxLimits, RunResult, require_bubblewrap, run_python
 from harness.ray_runtime import SANDBOX_RESOURCE
 
 _FENCE = re.compile(r"```[ \t]*([\w+#.-]*)[^\n]*\n(.*?)(?:```|\Z)", re.DOTALL)
@@ -164,14 +164,14 @@ class CodeExecGrader(Grader):
 
     def __init__(
         self,
-        limits: Limits | None = None,
+        limits: SandboxLimits | None = None,
         workers: int | None = None,
         *,
         bind_entry_point: bool = False,
         keep_examples: bool = False,
         unsafe_sandbox: bool = False,
     ) -> None:
-        self.limits = limits or Limits()
+        self.limits = limits or SandboxLimits()
         self.workers = workers or os.cpu_count() or 1
         self.options = CodeExecOptions(bind_entry_point=bind_entry_point, keep_examples=keep_examples, unsafe_sandbox=unsafe_sandbox)
         self.isolation = PROCESS if unsafe_sandbox else BUBBLEWRAP

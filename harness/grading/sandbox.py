@@ -63,7 +63,7 @@ class SandboxUnavailable(UserError):
 
 
 @dataclass(frozen=True)
-class Limits:
+class SandboxLimits:
     """Per run. ``max_procs`` counts processes and threads (pids cgroup / ``RLIMIT_NPROC``)."""
 
     wall_s: float = 10.0
@@ -158,7 +158,7 @@ def _read_roots() -> tuple[str, ...]:
     return tuple(sorted(r for r in roots if os.path.exists(r)))
 
 
-def _rlimits(limits: Limits) -> dict[str, int]:
+def _rlimits(limits: SandboxLimits) -> dict[str, int]:
     mb = 1024 * 1024
     return {
         "RLIMIT_CPU": int(limits.cpu_s),
@@ -170,7 +170,7 @@ def _rlimits(limits: Limits) -> dict[str, int]:
     }
 
 
-def _nproc_limit(limits: Limits) -> int:
+def _nproc_limit(limits: SandboxLimits) -> int:
     """RLIMIT_NPROC counts all of the user's processes, so leave room for those already running."""
     uid = os.geteuid()
     mine = 0
@@ -253,7 +253,7 @@ def _command(isolation: str, workdir: Path | None, work_bytes: int) -> tuple[lis
     return child, {**BASE_ENV, "HOME": str(workdir), "TMPDIR": str(workdir)}
 
 
-def run_python(source: str, limits: Limits = Limits(), *, guard: bool = True, isolation: str = BUBBLEWRAP) -> RunResult:
+def run_python(source: str, limits: SandboxLimits = SandboxLimits(), *, guard: bool = True, isolation: str = BUBBLEWRAP) -> RunResult:
     """Run ``source`` as ``main.py`` in a fresh confined child; ``passed`` only if it ran to its end.
 
     The child prints a begin marker before the program and an end marker after it (both unknown to

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.grading import bubblewrap
-from harness.grading.sandbox import BASE_ENV, BUBBLEWRAP, Limits, capabilities, run_python
+from harness.grading.sandbox import BASE_ENV, BUBBLEWRAP, SandboxLimits, capabilities, run_python
 
 #: All a sandboxed process may find in its environment (``PWD`` is the shell convention bwrap sets).
 ALLOWED_ENV = {*BASE_ENV, "HOME", "TMPDIR", "PWD"}
@@ -49,9 +49,9 @@ def run_checks() -> list[Check]:
     if caps.bubblewrap is not None:
         checks += _bubblewrap_checks()
     checks.append(Check("pids cgroup", caps.pids_cgroup is not None or None, caps.pids_cgroup or "none writable here: fork bombs are held by the PID namespace, RLIMIT_NPROC (not root) and the guard"))
-    limits = run_python("while True:\n    pass", Limits(wall_s=10, cpu_s=1), isolation=_isolation(caps))
+    limits = run_python("while True:\n    pass", SandboxLimits(wall_s=10, cpu_s=1), isolation=_isolation(caps))
     checks.append(Check("rlimits (CPU)", limits.status == "killed", f"a busy loop was {limits.status} after {limits.seconds:.1f} s"))
-    guard = run_python("import socket\nsocket.socket()", Limits(wall_s=10), isolation=_isolation(caps))
+    guard = run_python("import socket\nsocket.socket()", SandboxLimits(wall_s=10), isolation=_isolation(caps))
     checks.append(Check("audit hook", "not allowed" in guard.output, "socket() refused inside the interpreter" if "not allowed" in guard.output else guard.output[-160:]))
     return checks
 
@@ -68,7 +68,7 @@ def _bubblewrap_checks() -> list[Check]:
         unix.bind(path)
         unix.listen()
         source = _PROBE.replace("__PORT__", str(tcp.getsockname()[1])).replace("__UNIX__", repr(path))
-        result = run_python(source, Limits(wall_s=20), guard=False)
+        result = run_python(source, SandboxLimits(wall_s=20), guard=False)
     if not result.passed:
         return [Check("bubblewrap self-test", False, f"{result.status}: {result.output[-200:]}")]
     seen = json.loads(result.output.strip().splitlines()[-1])

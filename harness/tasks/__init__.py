@@ -2,10 +2,10 @@
 
 The multiple-choice families (MMLU, ARC, HellaSwag, Winogrande) are data: one YAML file each in
 ``families/`` (:mod:`harness.tasks.declared`), every file there registered under its name; the
-others are code. ``get_family("mmlu").load(path)`` reads a public prompt set; :func:`import_prompts` writes it into
-the store (attaching gold answers to RouterBench's prompts already there); ``family.render(row,
-shots)`` gives a stored prompt's chat messages for generation and ``family.grader_for(row)`` the
-grader to score the answers.
+others are code. ``get_family("mmlu").load(path)`` reads a public prompt set;
+:func:`harness.tasks.prompt_import.import_prompts` writes it into the store (attaching gold answers
+to RouterBench's prompts already there); ``family.render(row, shots)`` gives a stored prompt's chat
+messages for generation and ``family.grader_for(row)`` the grader to score the answers.
 """
 
 from __future__ import annotations
@@ -68,10 +68,4 @@ def turns_of(row: Mapping) -> int:
     return len(turns) if turns else 1
 
 
-def import_prompts(*args, **kwargs):  # noqa: ANN002, ANN003 - re-exported lazily to avoid an import cycle
-    from harness.tasks.importer import import_prompts as run
-
-    return run(*args, **kwargs)
-
-
-__all__ = ["TASKS", "LoadedSet", "TaskFamily", "family_of", "get_family", "import_prompts", "turn_texts", "turns_of"]
+__all__ = ["TASKS", "LoadedSet", "TaskFamily", "family_of", "get_family", "turn_texts", "turns_of"]

@@ -11,10 +11,10 @@ import typer
 from rich.table import Table
 
 from harness.cli_options import StoreOpt, console, open_store
-from harness.dataset import Store
+from harness.store import Store
 from harness.sources import fetch, is_url
 from harness.tasks import TASKS, get_family
-from harness.tasks.importer import ImportReport, derive_gold_in_store, import_prompts
+from harness.tasks.prompt_import import ImportReport, derive_gold_in_store, import_prompts
 
 prompts_app = typer.Typer(no_args_is_help=True, help="Benchmark prompt sets with gold answers: import, derive gold, list.")
 

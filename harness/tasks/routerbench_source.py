@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness.dataset import Store
+from harness.store import Store
 from harness.errors import UserError
-from harness.importers import load_sources
+from harness.outcome_import import load_sources
 from harness.tasks.base import LoadedSet
 from harness.tasks.routerbench_gold import derive_gold, summarize
 

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from harness.dataset import Store
+from harness.store import Store
 from harness.schema import OUTCOME_SCHEMA
 from harness.errors import UserError
 from harness.families import task_families

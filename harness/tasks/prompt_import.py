@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness.dataset import Store
+from harness.store import Store
 from harness.errors import UserError
 from harness.families import task_families
 from harness.prompt_meta import is_missing, parse_meta

@@ -19,11 +19,11 @@ import pandas as pd
 import pytest
 import yaml
 
-from harness.dataset import Store
+from harness.store import Store
 from harness.generation.testing.fault_server import FaultPlan, FaultServer
 from harness.model_config import load_model_config
-from harness.pipeline import ExtendSpec, extend, plan
-from harness.tasks import import_prompts
+from harness.extend import ExtendSpec, extend, plan
+from harness.tasks.prompt_import import import_prompts
 from tests.conftest import SHARED_DATA, require_shared
 
 N = 24
@@ -256,7 +256,7 @@ def test_the_cli_flags_are_grader_options() -> None:
 
 def test_preflight_reads_the_keys_of_the_graders_model_options(tmp_path, monkeypatch) -> None:
     from harness.errors import UserError
-    from harness.pipeline import preflight
+    from harness.extend import preflight
 
     model = load_model_config(config_file(tmp_path, FaultServerStub))
     judge = config_file(tmp_path, FaultServerStub, name="keyed-judge")
@@ -279,7 +279,7 @@ class FaultServerStub:
 def test_extend_answers_routerbench_wide_mtbench_rows_turn_by_turn(tmp_path, server, ray_local) -> None:
     """RouterBench's wide layout stores an MT-Bench prompt as the list of its two turns (``meta.turns``
     is then their count): extend plans it, asks turn 1, then turn 2 with the model's own answer."""
-    from harness.importers import load_sources
+    from harness.outcome_import import load_sources
 
     turns = {
         "mtbench.dev.0": ["Name three primary colours briefly", "Now name three secondary colours"],

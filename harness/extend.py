@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from harness.answering import Answerer, work_rows
-from harness.dataset import Store
+from harness.store import Store
 from harness.errors import UserError
 from harness.grading import grade_frame, grader_class, make_grader, prepare_options
 from harness.prompt_meta import parse_meta
