@@ -16,6 +16,7 @@ import pandas as pd
 
 from harness.generation.base import Request, Result, build_engine
 from harness.model_config import ModelConfig
+from harness.prompt_meta import parse_meta
 from harness.tasks import family_of, turns_of
 
 #: A work row: the prompt, how it is asked (``messages``, JSON; null for a multi-turn prompt, rendered
@@ -29,8 +30,13 @@ def work_rows(prompts: pd.DataFrame, config: ModelConfig, shots: int = 0) -> pd.
     A row may bring its own ``messages`` (a prompt file's conversation) and ``max_tokens``; the
     rest is its family's rendering."""
     rows = []
-    for row in prompts.to_dict("records"):
+    hashes: dict[str, str] = {}  # one config hash per prompt template
+    for stored in prompts.to_dict("records"):
+        row = {**stored, "meta": parse_meta(stored.get("meta"))}  # parsed once: the family calls below read the dict
         fam = family_of(row)
+        template = fam.template_id(shots)
+        if template not in hashes:
+            hashes[template] = config.config_hash({"template": template})
         given = row.get("messages")
         if isinstance(given, list):
             messages: str | None = json.dumps(given, ensure_ascii=False)
@@ -39,11 +45,11 @@ def work_rows(prompts: pd.DataFrame, config: ModelConfig, shots: int = 0) -> pd.
         max_tokens = row.get("max_tokens")
         rows.append(
             {
-                **{k: row.get(k) for k in ("sample_id", "task", "task_family", "prompt", "gold", "meta")},
+                **{k: stored.get(k) for k in ("sample_id", "task", "task_family", "prompt", "gold", "meta")},
                 "messages": messages,
                 "max_tokens": None if max_tokens is None or pd.isna(max_tokens) else int(max_tokens),
                 "grader": fam.grader_for(row),
-                "config_hash": config.config_hash({"template": fam.template_id(shots)}),
+                "config_hash": hashes[template],
             }
         )
     work = pd.DataFrame(rows, columns=WORK_COLUMNS)

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from harness.store import Store
-from harness.schema import OUTCOME_SCHEMA
+from harness.schema import COST_RANGE, OUTCOME_SCHEMA, SCORE_RANGE, outside
 from harness.errors import UserError
 from harness.families import task_families
 from harness.metrics import oracle
@@ -206,9 +206,10 @@ def _numeric(df: pd.DataFrame, column: str, what: str) -> np.ndarray:
     return values.to_numpy(dtype=float)
 
 
-def _check_range(values: np.ndarray, df: pd.DataFrame, column: str, lo: float, hi: float, what: str) -> None:
-    bad = (values < lo) | (values > hi)
+def _check_range(values: np.ndarray, df: pd.DataFrame, column: str, bounds: tuple[float, float], what: str) -> None:
+    bad = outside(values, bounds)
     if bad.any():
+        lo, hi = bounds
         i = int(np.flatnonzero(bad)[0])
         raise UserError(
             f"{df[SOURCE].iloc[i]}: column '{column}' has {what} {float(values[i]):g} at sample_id "
@@ -302,9 +303,9 @@ def from_wide(df: pd.DataFrame, on_ambiguous: str = "skip", missing_cost: str = 
     scores = np.column_stack([_numeric(df, c, "score") for c in models]) if n else np.empty((0, m))
     costs = np.column_stack([_numeric(df, f"{c}|total_cost", "cost") for c in models]) if n else np.empty((0, m))
     for j, model in enumerate(models):
-        _check_range(scores[:, j], df, model, 0.0, 1.0, "score")
+        _check_range(scores[:, j], df, model, SCORE_RANGE, "score")
         have = ~np.isnan(scores[:, j])
-        _check_range(np.where(have, costs[:, j], 0.0), df, f"{model}|total_cost", 0.0, np.inf, "cost")
+        _check_range(np.where(have, costs[:, j], 0.0), df, f"{model}|total_cost", COST_RANGE, "cost")
         if (have & np.isnan(costs[:, j])).any():
             i = int(np.flatnonzero(have & np.isnan(costs[:, j]))[0])
             raise UserError(f"{df[SOURCE].iloc[i]}: '{model}|total_cost' is empty at sample_id {df['sample_id'].iloc[i]}")
@@ -363,8 +364,8 @@ def from_long(df: pd.DataFrame, on_ambiguous: str = "skip", missing_cost: str = 
 
     score = _numeric(df, "score", "score")
     cost = _numeric(df, "cost_usd", "cost")
-    _check_range(score, df, "score", 0.0, 1.0, "score")
-    _check_range(np.nan_to_num(cost, nan=0.0), df, "cost_usd", 0.0, np.inf, "cost")
+    _check_range(score, df, "score", SCORE_RANGE, "score")
+    _check_range(cost, df, "cost_usd", COST_RANGE, "cost")
     failed = df["error"].notna().to_numpy() if "error" in df.columns else np.zeros(len(df), bool)
     # An answer without a score (`generate`'s output) is kept, marked for `regrade` to grade it.
     ungraded = np.isnan(score) & ~failed & (df["response"].notna().to_numpy() if "response" in df.columns else False)

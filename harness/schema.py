@@ -6,6 +6,7 @@ files, importers) can name the columns without depending on the store itself.
 
 from __future__ import annotations
 
+import numpy as np
 import pyarrow as pa
 
 TIMESTAMP = pa.timestamp("us", tz="UTC")
@@ -55,3 +56,14 @@ EMBEDDING_SCHEMA = pa.schema(
         pa.field("created_at", TIMESTAMP),
     ]
 )
+
+
+#: What an outcome may hold: a score in [0, 1] and a cost of at least 0 (NaN: none or not known).
+SCORE_RANGE = (0.0, 1.0)
+COST_RANGE = (0.0, float("inf"))
+
+
+def outside(values: np.ndarray, bounds: tuple[float, float]) -> np.ndarray:
+    """Where ``values`` leave ``bounds`` (NaN is never outside): the one check imports and appends share."""
+    lo, hi = bounds
+    return (values < lo) | (values > hi)

@@ -39,7 +39,7 @@ import pyarrow.compute as pc
 
 from harness.errors import UserError
 from harness.filesystem import Location, check_reachable, delta_location, is_directory, resolve, storage_errors
-from harness.schema import EMBEDDING_SCHEMA, OUTCOME_SCHEMA, PROMPT_SCHEMA
+from harness.schema import COST_RANGE, EMBEDDING_SCHEMA, OUTCOME_SCHEMA, PROMPT_SCHEMA, SCORE_RANGE, outside
 
 
 def effective_cost_source(outcomes: pd.DataFrame) -> pd.Series:
@@ -171,14 +171,14 @@ def _conform(df: pd.DataFrame, table: TableSpec, source: str) -> pa.Table:
 
 def _check_outcome_values(tbl: pa.Table, source: str) -> None:
     df = tbl.select(["sample_id", "model", "score", "cost_usd"]).to_pandas()
-    bad = df[(df["score"] < 0) | (df["score"] > 1)]
+    bad = df[outside(df["score"].to_numpy(float), SCORE_RANGE)]
     if len(bad):
         r = bad.iloc[0]
         raise UserError(
             f"{source}: score {r.score} of model '{r.model}' on '{r.sample_id}' is outside [0, 1]"
             + (f" ({len(bad)} such values)" if len(bad) > 1 else "")
         )
-    bad = df[df["cost_usd"] < 0]
+    bad = df[outside(df["cost_usd"].to_numpy(float), COST_RANGE)]
     if len(bad):
         r = bad.iloc[0]
         raise UserError(f"{source}: negative cost_usd {r.cost_usd} of model '{r.model}' on '{r.sample_id}'")
