@@ -12,8 +12,10 @@ import json
 import os
 import re
 from pathlib import Path
+from typing import Annotated
+
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from harness.errors import UserError
 from harness.components import ENGINES, engine_class
@@ -97,7 +99,7 @@ class Chat(_Strict):
 
 class ModelConfig(_Strict):
     name: str = Field(min_length=1)
-    provider: str  # a name in harness.components.ENGINES (built-in or an entry-point plug-in)
+    provider: Annotated[str, AfterValidator(ENGINES.known)]  # a name in harness.components.ENGINES (plug-ins too)
     model: str = Field(min_length=1)
     base_url: str | None = None
     api_key_env: str | None = None
@@ -113,13 +115,6 @@ class ModelConfig(_Strict):
     # The key itself, once read on the driver (holding_key): travels with the config to the engine's
     # process, so no other process needs it in its environment. Not a field: never dumped or shown.
     _key: str | None = PrivateAttr(default=None)
-
-    @field_validator("provider")
-    @classmethod
-    def _known_provider(cls, value: str) -> str:
-        if value not in ENGINES:
-            raise ValueError(f"unknown provider; registered: {', '.join(ENGINES.names())}")
-        return value
 
     @field_validator("api_key_env")
     @classmethod

@@ -73,6 +73,12 @@ class Registry(Generic[T]):
         self._load_plugins()
         return name in self._entries
 
+    def known(self, name: str) -> str:
+        """``name`` if registered; else a ValueError listing what is (a pydantic field validator)."""
+        if name not in self:
+            raise ValueError(f"unknown {self.kind} '{name}' (available: {', '.join(self.names())})")
+        return name
+
     def get(self, name: str) -> T:
         self._load_plugins()
         if name not in self._entries:

@@ -42,9 +42,9 @@ import re
 import string
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from harness.components import GRADERS
 from harness.errors import UserError
@@ -130,7 +130,7 @@ class FamilySpec(_Strict):
     """One multiple-choice family, as its YAML file declares it."""
 
     name: str = Field(min_length=1)
-    grader: str = "multiple-choice"
+    grader: Annotated[str, AfterValidator(GRADERS.known)] = "multiple-choice"
     template: str = "routerbench-mc-1"
     source: Source
     names: Names | None = None
@@ -139,13 +139,6 @@ class FamilySpec(_Strict):
     exemplars: Exemplars = Field(default_factory=Exemplars)
     meta: dict[str, str] = Field(default_factory=dict)
     path: str | None = Field(None, exclude=True)  # the file it came from, for messages
-
-    @field_validator("grader")
-    @classmethod
-    def _known_grader(cls, value: str) -> str:
-        if value not in GRADERS:
-            raise ValueError(f"unknown grader '{value}' (available: {', '.join(GRADERS.names())})")
-        return value
 
     @model_validator(mode="after")
     def _layout_is_complete(self) -> FamilySpec:
