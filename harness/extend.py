@@ -13,13 +13,13 @@
    declare where they run (code: on nodes with the custom ``sandbox`` resource) and whether their
    workers must hold no API key. An engine failure skips grading; a grader error or missing gold
    is recorded as the outcome's ``error``, never a 0.
+4. **Append** (driver): graded rows are committed every ``commit_every`` rows, each commit atomic,
+   so a killed run loses at most the rows since the last commit and a rerun fills them in.
 
 Everything that can be checked before Ray starts is (:func:`preflight`): the model's key variable
 and those of the model configs among the grader options (read once, here, and carried to the
 engines with their configs) and, when grading runs on this machine, each grader's own check
 (bubblewrap for code).
-4. **Append** (driver): graded rows are committed every ``commit_every`` rows, each commit atomic,
-   so a killed run loses at most the rows since the last commit and a rerun fills them in.
 """
 
 from __future__ import annotations
@@ -34,12 +34,13 @@ import numpy as np
 import pandas as pd
 
 from harness.answering import Answerer, work_rows
-from harness.store import Store
 from harness.errors import UserError
 from harness.grading import grade_frame, grader_class, make_grader, prepare_options
-from harness.prompt_meta import parse_meta
 from harness.model_config import ModelConfig
+from harness.prompt_meta import parse_meta
 from harness.ray_runtime import ensure_ray, joins_cluster, keyless_runtime_env
+from harness.store import Store
+
 
 @dataclass(frozen=True)
 class ExtendSpec:
@@ -111,7 +112,6 @@ def plan(store: Store, config: ModelConfig, spec: ExtendSpec) -> tuple[pd.DataFr
     return work[~finished.to_numpy()].reset_index(drop=True), int(finished.sum())
 
 
-# ---------------------------------------------------------------------- generate
 # ---------------------------------------------------------------------- grade
 def grade_batch(batch: pd.DataFrame, options: dict[str, Any] | None = None) -> pd.DataFrame:
     """Grade the rows that have a response, grader by grader, each with the ``options`` it declares;

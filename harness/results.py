@@ -44,7 +44,8 @@ def _git_commit() -> str | None:
     """The commit of the checkout this package runs from, if it is one."""
     try:
         done = subprocess.run(
-            ["git", "-C", str(Path(__file__).resolve().parent), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=False
+            ["git", "-C", str(Path(__file__).resolve().parent), "rev-parse", "HEAD"],
+            capture_output=True, text=True, timeout=5, check=False, env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
         )
     except (OSError, subprocess.TimeoutExpired):
         return None

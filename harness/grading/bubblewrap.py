@@ -87,7 +87,7 @@ def probe() -> tuple[str | None, str | None]:
     if bwrap is None:
         return None, "bwrap is not installed"
     try:
-        version = subprocess.run([bwrap, "--version"], capture_output=True, text=True, timeout=10).stdout.strip() or "bubblewrap"
+        version = subprocess.run([bwrap, "--version"], capture_output=True, text=True, timeout=10, env={"PATH": "/usr/bin:/bin"}).stdout.strip() or "bubblewrap"
         argv = [sys.executable, "-I", "-S", "-c", "import os; print(os.getuid())"]
         run = subprocess.run(command(argv, {"PATH": "/usr/bin:/bin"}, 1 << 20), capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL, env={"PATH": "/usr/bin:/bin"})
     except (OSError, subprocess.SubprocessError, RuntimeError) as exc:

@@ -99,8 +99,8 @@ class Capabilities:
 
 
 def _probe(cmd: list[str]) -> bool:
-    try:
-        return subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, timeout=10).returncode == 0
+    try:  # the minimal environment: a probe is a child of the driver, which may hold API keys
+        return subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, timeout=10, env=BASE_ENV).returncode == 0
     except (OSError, subprocess.SubprocessError):
         return False
 
