@@ -70,7 +70,7 @@ def start_ray_head(temp_dir: str, num_cpus: int = 2, resources: str = '{"sandbox
     """`ray start --head` on 127.0.0.1 with its own ``--temp-dir`` and every port explicit (a local
     Ray of this test session holds the defaults, e.g. the agent's 52365), from this environment (so
     a job's `routerbench` is this checkout's), token auth off (Ray 2.60 turns it on by default).
-    Stop it with :func:`tests.ray_processes.stop_ray` on the same directory."""
+    Stop it with :func:`tests.ray_processes.stop_ray` on its recorded ``procs``."""
     import subprocess
 
     bin_dir = Path(sys.executable).parent
@@ -88,8 +88,12 @@ def start_ray_head(temp_dir: str, num_cpus: int = 2, resources: str = '{"sandbox
         "--disable-usage-stats", "--num-cpus", str(num_cpus), "--resources", resources, "--temp-dir", temp_dir,
     ]  # fmt: skip
     subprocess.run(start, env=env, check=True, capture_output=True, timeout=180)
+    from tests.ray_processes import ray_processes
+
     address = f"http://127.0.0.1:{dashboard}"
-    return {"address": address, "gcs": f"127.0.0.1:{gcs}", "env": {**env, "RAY_ADDRESS": address}, "ray": str(ray_cli), "temp_dir": temp_dir}
+    # the PIDs to stop, recorded now, while the only processes naming this temp dir are this head's
+    procs = ray_processes(temp_dir)
+    return {"address": address, "gcs": f"127.0.0.1:{gcs}", "env": {**env, "RAY_ADDRESS": address}, "ray": str(ray_cli), "temp_dir": temp_dir, "procs": procs}
 
 
 @pytest.fixture(scope="session")
@@ -101,10 +105,11 @@ def ray_head():
     from tests.ray_processes import stop_ray
 
     temp_dir = tempfile.mkdtemp(prefix="rbh-", dir="/tmp")  # Ray's socket paths must stay short
+    head = start_ray_head(temp_dir)
     try:
-        yield start_ray_head(temp_dir)
+        yield head
     finally:
-        stop_ray(temp_dir)  # this head's processes only: `ray stop` would end every Ray on the machine
+        stop_ray(head["procs"])  # this head's processes only: `ray stop` would end every Ray on the machine
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 

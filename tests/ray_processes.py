@@ -1,10 +1,11 @@
 """Stop a Ray that a test started, and nothing else.
 
 ``ray stop --force`` (and ``ray.cluster_utils.AutoscalingCluster.shutdown``) ends every Ray process
-on the machine: another test's local Ray, a user's own cluster. A test's Ray is instead found by
-its own ``--temp-dir``: its daemons name that directory on their command line, the ones that do
-not (Ray's client server) name a node id whose port files lie in it, and workers, agents and job
-drivers are their descendants.
+on the machine: another test's local Ray, a user's own cluster. A test's Ray is instead found once,
+right after its ``ray start``, by its own ``--temp-dir`` (its daemons name that directory on their
+command line; Ray's client server names a node id whose port files lie in it), and those PIDs are
+what :func:`stop_ray` ends, with their descendants (workers, agents, job drivers). psutil refuses
+to signal a PID that was reused since, so nothing else is hit.
 """
 
 from __future__ import annotations
@@ -39,16 +40,23 @@ def ray_processes(temp_dir: str | Path) -> list[psutil.Process]:
     return [p for pid, p in found.items() if pid not in spared]
 
 
-def stop_ray(temp_dir: str | Path, grace_s: float = 10.0) -> int:
-    """SIGTERM the Ray under ``temp_dir``, SIGKILL what is left after ``grace_s``; returns how many
-    processes it stopped."""
-    procs = ray_processes(temp_dir)
-    for proc in procs:
+def stop_ray(started: list[psutil.Process], grace_s: float = 10.0) -> int:
+    """SIGTERM the processes recorded at start (:func:`ray_processes`) and their descendants now,
+    SIGKILL what is left after ``grace_s``; returns how many processes it stopped."""
+    procs: dict[int, psutil.Process] = {}
+    for proc in started:
+        try:
+            if proc.is_running():  # same PID *and* start time: not a reused PID
+                procs[proc.pid] = proc
+                procs.update({child.pid: child for child in proc.children(recursive=True)})
+        except psutil.Error:
+            continue
+    for proc in procs.values():
         try:
             proc.terminate()
         except psutil.Error:
             pass
-    _, alive = psutil.wait_procs(procs, timeout=grace_s)
+    _, alive = psutil.wait_procs(list(procs.values()), timeout=grace_s)
     for proc in alive:
         try:
             proc.kill()
