@@ -13,25 +13,28 @@ from __future__ import annotations
 from harness.errors import UserError
 from harness.registry import Registry
 
-ENGINES: Registry = Registry("provider", entry_point_group="routerbench.engines")
-for _provider, _spec in {
-    "openai": "harness.generation.openai_engine:OpenAIEngine",
-    "openai_compatible": "harness.generation.openai_engine:OpenAICompatibleEngine",
-    "anthropic": "harness.generation.anthropic_engine:AnthropicEngine",
-    "vllm": "harness.generation.vllm_engine:VLLMEngine",
-    "llama_cpp": "harness.generation.llama_cpp_engine:LlamaCppEngine",
-}.items():
-    ENGINES.add(_provider, _spec)
-
-GRADERS: Registry = Registry("grader", entry_point_group="routerbench.graders")
-for _grader, _spec in {
-    "multiple-choice": "harness.grading.multiple_choice:MultipleChoiceGrader",
-    "math": "harness.grading.math:MathGrader",
-    "code-exec": "harness.grading.code_exec:CodeExecGrader",
-    "mtbench-judge": "harness.grading.judge:JudgeGrader",
-    "exact-match": "harness.grading.exact_match:ExactMatchGrader",
-}.items():
-    GRADERS.add(_grader, _spec)
+ENGINES: Registry = Registry(
+    "provider",
+    entry_point_group="routerbench.engines",
+    built_in={
+        "openai": "harness.generation.openai_engine:OpenAIEngine",
+        "openai_compatible": "harness.generation.openai_engine:OpenAICompatibleEngine",
+        "anthropic": "harness.generation.anthropic_engine:AnthropicEngine",
+        "vllm": "harness.generation.vllm_engine:VLLMEngine",
+        "llama_cpp": "harness.generation.llama_cpp_engine:LlamaCppEngine",
+    },
+)
+GRADERS: Registry = Registry(
+    "grader",
+    entry_point_group="routerbench.graders",
+    built_in={
+        "multiple-choice": "harness.grading.multiple_choice:MultipleChoiceGrader",
+        "math": "harness.grading.math:MathGrader",
+        "code-exec": "harness.grading.code_exec:CodeExecGrader",
+        "mtbench-judge": "harness.grading.judge:JudgeGrader",
+        "exact-match": "harness.grading.exact_match:ExactMatchGrader",
+    },
+)
 
 
 #: What every engine class declares (see :class:`harness.generation.base.Engine`).

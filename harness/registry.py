@@ -40,11 +40,13 @@ def load_object(spec: str) -> object:
 class Registry(Generic[T]):
     """Maps names to objects; entries may be given as ``"module:attr"`` strings and load on first use."""
 
-    def __init__(self, kind: str, entry_point_group: str | None = None) -> None:
+    def __init__(self, kind: str, entry_point_group: str | None = None, built_in: dict[str, T | str] | None = None) -> None:
         self.kind = kind
         self.entry_point_group = entry_point_group
         self._entries: dict[str, T | str] = {}
         self._plugins_loaded = entry_point_group is None
+        for name, obj in (built_in or {}).items():
+            self.add(name, obj)
 
     def register(self, name: str) -> Callable[[T], T]:
         def decorator(obj: T) -> T:
