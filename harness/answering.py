@@ -10,30 +10,32 @@ turn by turn, each turn asked with the model's own earlier answers.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import pandas as pd
 
 from harness.generation.base import Request, Result, build_engine
 from harness.model_config import ModelConfig
-from harness.prompt_meta import parse_meta
-from harness.tasks import family_of, turns_of
+from harness.prompt_meta import FamilySettings
+from harness.tasks import family_of, resolve, turns_of
 
-#: A work row: the prompt, how it is asked (``messages``, JSON; null for a multi-turn prompt, rendered
-#: turn by turn while answering) and how it is graded; ``max_tokens`` (nullable) overrides sampling.
-WORK_COLUMNS = ["sample_id", "task", "task_family", "prompt", "gold", "meta", "messages", "max_tokens", "grader", "config_hash"]
+#: A work row: the prompt, the family that renders it, how it is asked (``messages``, JSON; null for
+#: a multi-turn prompt, rendered turn by turn while answering) and how it is graded; ``max_tokens``
+#: (nullable) overrides sampling.
+WORK_COLUMNS = ["sample_id", "task", "task_family", "family", "prompt", "gold", "meta", "messages", "max_tokens", "grader", "config_hash"]
 
 
-def work_rows(prompts: pd.DataFrame, config: ModelConfig, shots: int = 0) -> pd.DataFrame:
-    """Stored prompt rows (``sample_id, task, task_family, prompt, gold, meta``) as work rows.
+def work_rows(prompts: pd.DataFrame, config: ModelConfig, shots: int = 0, families: Mapping[str, FamilySettings] | None = None) -> pd.DataFrame:
+    """Stored prompt rows (``sample_id, task, task_family, prompt, gold, meta``) as work rows;
+    ``families`` is what the store keeps per task family (:meth:`harness.store.StoreReader.families`).
 
     A row may bring its own ``messages`` (a prompt file's conversation) and ``max_tokens``; the
     rest is its family's rendering."""
     rows = []
     hashes: dict[str, str] = {}  # one config hash per prompt template
     for stored in prompts.to_dict("records"):
-        row = {**stored, "meta": parse_meta(stored.get("meta"))}  # parsed once: the family calls below read the dict
-        fam = family_of(row)
+        fam, meta = resolve(stored, families)  # meta parsed once: the family calls below read the dict
+        row = {**stored, "meta": meta}
         template = fam.template_id(shots)
         if template not in hashes:
             hashes[template] = config.config_hash({"template": template})
@@ -46,6 +48,7 @@ def work_rows(prompts: pd.DataFrame, config: ModelConfig, shots: int = 0) -> pd.
         rows.append(
             {
                 **{k: stored.get(k) for k in ("sample_id", "task", "task_family", "prompt", "gold", "meta")},
+                "family": fam.name,
                 "messages": messages,
                 "max_tokens": None if max_tokens is None or pd.isna(max_tokens) else int(max_tokens),
                 "grader": fam.grader_for(row),

@@ -210,7 +210,7 @@ def data_compact(
 @data_app.command("history")
 def data_history(
     store: StoreOpt = None,
-    table: Annotated[Optional[str], typer.Option(help="Only this table: prompts, outcomes or embeddings.")] = None,
+    table: Annotated[Optional[str], typer.Option(help="Only this table: prompts, families, outcomes or embeddings.")] = None,
     limit: Annotated[int, typer.Option(min=1, help="The newest this-many versions.")] = 50,
 ) -> None:
     """The store's versions: time, operation, rows added, what wrote them (cite one with `--as-of`)."""

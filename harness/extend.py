@@ -28,16 +28,16 @@ import logging
 import time
 import warnings
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import pandas as pd
 
 from harness.answering import Answerer, work_rows
 from harness.errors import UserError
-from harness.grading import grade_frame, grader_class, make_grader, prepare_options
+from harness.grading import family_settings, grade_frame, grader_class, make_grader, prepare_options
 from harness.model_config import ModelConfig
-from harness.prompt_meta import parse_meta
+from harness.prompt_meta import FamilySettings
 from harness.ray_runtime import ensure_ray, joins_cluster, keyless_runtime_env
 from harness.store import Store
 
@@ -101,7 +101,7 @@ def plan(store: Store, config: ModelConfig, spec: ExtendSpec) -> tuple[pd.DataFr
     if spec.limit is not None:
         prompts = prompts.groupby("task_family", sort=True).head(spec.limit).reset_index(drop=True)
 
-    work = work_rows(prompts, config, spec.shots)
+    work = work_rows(prompts, config, spec.shots, store.families())
     done = store.outcomes(["sample_id", "response", "score", "error", "config_hash"], models=[config.name])
     # An answer is kept once the model gave one: a grading problem (missing gold, grader error) is
     # `regrade`'s to fix from the stored response, only engine failures are asked again.
@@ -113,9 +113,9 @@ def plan(store: Store, config: ModelConfig, spec: ExtendSpec) -> tuple[pd.DataFr
 
 
 # ---------------------------------------------------------------------- grade
-def grade_batch(batch: pd.DataFrame, options: dict[str, Any] | None = None) -> pd.DataFrame:
-    """Grade the rows that have a response, grader by grader, each with the ``options`` it declares;
-    engine failures keep their error."""
+def grade_batch(batch: pd.DataFrame, options: dict[str, Any] | None = None, families: Mapping[str, FamilySettings] | None = None) -> pd.DataFrame:
+    """Grade the rows that have a response, grader by grader, each with the ``options`` it declares
+    and what their task families keep for it (``families``); engine failures keep their error."""
     out = batch.copy()
     out["score"] = np.nan
     out["grader_id"] = pd.array([None] * len(out), dtype="string")
@@ -124,7 +124,7 @@ def grade_batch(batch: pd.DataFrame, options: dict[str, Any] | None = None) -> p
     for name, idx in out[answered].groupby("grader").groups.items():
         rows = out.loc[idx]
         try:
-            grader = make_grader(str(name), options, [parse_meta(m) for m in rows["meta"]])
+            grader = make_grader(str(name), options, family_settings(str(name), families, rows["task_family"], rows["meta"]))
             graded = grade_frame(grader, rows[["response", "gold", "meta", "prompt"]])
             grader.close()
         except UserError as exc:
@@ -215,7 +215,7 @@ def extend(
             **engine.stage_resources(config),
             max_restarts=0,  # a restarted engine would answer a batch twice; failures are recorded instead
         )
-    ds = ds.map_batches(grade_batch, fn_kwargs={"options": spec.grader_options}, batch_size=size, batch_format="pandas", num_cpus=1, **grade_args)
+    ds = ds.map_batches(grade_batch, fn_kwargs={"options": spec.grader_options, "families": store.families()}, batch_size=size, batch_format="pandas", num_cpus=1, **grade_args)
 
     pending: list[pd.DataFrame] = []
 

@@ -24,7 +24,7 @@ from harness.store import Store
 from harness.grading import prepare_options, regrade_options
 from harness.model_config import ModelConfig, scan_model_configs
 from harness.extend import ExtendReport, ExtendSpec, Progress, extend, grade_batch
-from harness.tasks import family_of
+from harness.tasks import resolve
 
 COST_TOLERANCE = 1e-12
 
@@ -36,6 +36,15 @@ class MaintenanceReport:
     extended: dict[str, ExtendReport] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)  # model → why
     broken: dict[str, str] = field(default_factory=dict)  # config file → why it did not load
+
+
+def _grader_names(rows: pd.DataFrame, families: Mapping) -> list[str]:
+    """Each prompt row's grader now (its family's, or the one the row or its family's settings name); meta parsed once per row."""
+    names = []
+    for row in rows[["task_family", "meta"]].to_dict("records"):
+        fam, meta = resolve(row, families)
+        names.append(fam.grader_for({**row, "meta": meta}))
+    return names
 
 
 def stale_grades(store: Store, models: list[str] | None = None, grader_options: Mapping[str, Any] | None = None) -> pd.DataFrame:
@@ -54,7 +63,7 @@ def stale_grades(store: Store, models: list[str] | None = None, grader_options: 
     keys = list(
         zip(
             [g if isinstance(g, str) else None for g in rows["grader"]],
-            [family_of(r).grader_for(r) for r in rows.to_dict("records")],
+            _grader_names(rows, store.families()),
             rows["error"].fillna("").str.startswith(("grader:", "gold:")),
         )
     )
@@ -74,6 +83,7 @@ def regrade(
     """Grade stale outcomes again from their stored responses; returns regraded counts per model.
     ``grader_options`` are the run's (``{"judge": path, "unsafe_sandbox": True}``)."""
     rows = stale_grades(store, models, dict(grader_options or {}))
+    families = store.families()
     counts: dict[str, int] = {}
     tags = rows["grade_with"].map(lambda o: "+".join(o.tags()))
     for (name, _), group in rows.groupby([rows["grader_name"], tags], sort=True):
@@ -81,7 +91,7 @@ def regrade(
         record = prepare_options([str(name)], dict(group["grade_with"].iloc[0]))
         for start in range(0, len(group), chunk):
             part = group.iloc[start : start + chunk].rename(columns={"grader": "old_grader", "grader_name": "grader"})
-            graded = grade_batch(part.assign(error=None), options=record)
+            graded = grade_batch(part.assign(error=None), options=record, families=families)
             out = graded[["sample_id", "model", "response", "score", "cost_usd", "input_tokens", "output_tokens", "latency_s", "config_hash", "error"]].assign(
                 grader=graded["grader_id"]
             )

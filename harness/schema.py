@@ -1,4 +1,4 @@
-"""The store's table schemas: what every prompt, outcome and embedding row is.
+"""The store's table schemas: what every prompt, family, outcome and embedding row is.
 
 Kept apart from the store (:mod:`harness.store`), so that what produces rows (generation's outcome
 files, importers) can name the columns without depending on the store itself.
@@ -22,6 +22,21 @@ PROMPT_SCHEMA = pa.schema(
         pa.field("prompt_original", pa.string()),
         pa.field("gold", pa.string()),
         pa.field("meta", pa.string()),
+        pa.field("created_at", TIMESTAMP),
+    ]
+)
+
+#: One row per task family in the store: what is the same for all its prompts, kept once instead of
+#: in every prompt's ``meta`` (:class:`harness.prompt_meta.FamilySettings`).
+FAMILY_SCHEMA = pa.schema(
+    [
+        pa.field("task_family", pa.string(), nullable=False),
+        # The registered family that renders and grades its prompts (a generic set's: "generic").
+        pa.field("family", pa.string()),
+        # Its grader, when the import chose one (a generic set's --grader); null: the family's own.
+        pa.field("grader", pa.string()),
+        # JSON object of what its grader reads once for all prompts (MT-Bench: the judge's prompts).
+        pa.field("settings", pa.string()),
         pa.field("created_at", TIMESTAMP),
     ]
 )

@@ -39,7 +39,8 @@ import pyarrow.compute as pc
 
 from harness.errors import UserError
 from harness.filesystem import Location, check_reachable, delta_location, is_directory, resolve, storage_errors
-from harness.schema import COST_RANGE, EMBEDDING_SCHEMA, OUTCOME_SCHEMA, PROMPT_SCHEMA, SCORE_RANGE, outside
+from harness.prompt_meta import FamilySettings
+from harness.schema import COST_RANGE, EMBEDDING_SCHEMA, FAMILY_SCHEMA, OUTCOME_SCHEMA, PROMPT_SCHEMA, SCORE_RANGE, outside
 
 
 def effective_cost_source(outcomes: pd.DataFrame) -> pd.Series:
@@ -62,10 +63,11 @@ class TableSpec:
 
 
 PROMPTS = TableSpec("prompts", PROMPT_SCHEMA, ("sample_id",))
+FAMILIES = TableSpec("families", FAMILY_SCHEMA, ("task_family",))
 OUTCOMES = TableSpec("outcomes", OUTCOME_SCHEMA, ("sample_id", "model"), partition_by="model")
 #: Embeddings cached per (text, embedder): computed once, reused by every router and run.
 EMBEDDINGS = TableSpec("embeddings", EMBEDDING_SCHEMA, ("text_sha256", "embedder"), partition_by="embedder")
-TABLES = {t.name: t for t in (PROMPTS, OUTCOMES, EMBEDDINGS)}
+TABLES = {t.name: t for t in (PROMPTS, FAMILIES, OUTCOMES, EMBEDDINGS)}
 #: Columns compared when a key is already stored: a different value there is reported, not just skipped.
 VALUE_COLUMNS = {OUTCOMES.name: ["score", "cost_usd", "response", "error"]}
 
@@ -77,7 +79,7 @@ COMPACT_ATTEMPTS = 5
 #: Default retention of ``compact``'s vacuum: files dropped from a table stay this long for readers of older versions.
 DEFAULT_RETAIN_HOURS = 7 * 24
 #: Tables a pinned store reads at its pinned versions; embeddings are a content-keyed cache, always at their latest.
-PINNED_TABLES = (PROMPTS.name, OUTCOMES.name)
+PINNED_TABLES = (PROMPTS.name, FAMILIES.name, OUTCOMES.name)
 #: Commit metadata key naming what wrote a version (``data history`` shows it).
 SOURCE_KEY = "routerbench.source"
 
@@ -336,22 +338,27 @@ class StoreReader:
     def outcomes(self, columns: list[str] | None = None, models: Iterable[str] | None = None) -> pd.DataFrame:
         return self.read_table(OUTCOMES, columns, models).to_pandas()
 
+    def families(self) -> dict[str, FamilySettings]:
+        """What each task family keeps once for all its prompts (renderer, grader, grader settings)."""
+        return FamilySettings.from_rows(self.read_table(FAMILIES).to_pandas())
+
     def append(
         self,
         prompts: pd.DataFrame | None = None,
         outcomes: pd.DataFrame | None = None,
         *,
+        families: pd.DataFrame | None = None,
         overwrite: bool = False,
         source: str = "append",
     ) -> AppendResult:
-        """Add prompts and outcomes (prompts first, so an outcome never lacks its prompt).
+        """Add family settings, prompts and outcomes (in that order, so an outcome never lacks its prompt).
 
         A key already in the store is skipped (idempotent re-runs) unless ``overwrite``; a prompt
         whose sample_id exists with a different text is an error, since outcomes would silently
         attach to the wrong question.
         """
         tables = {}
-        for frame, spec in ((prompts, PROMPTS), (outcomes, OUTCOMES)):
+        for frame, spec in ((families, FAMILIES), (prompts, PROMPTS), (outcomes, OUTCOMES)):
             if frame is not None and len(frame):
                 tables[spec] = _conform(frame, spec, source)
         return self.append_tables(tables, overwrite=overwrite, source=source)

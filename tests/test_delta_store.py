@@ -74,7 +74,7 @@ def test_rerun_reproduces_a_run_on_the_versions_it_read(tmp_path: Path, routerbe
     common = ["--routers", "llm,oracle,random,cascade", "--bootstrap", "20", "--sequential"]
     cli("evaluate", "--store", store, "--data", str(routerbench_dir / "mbpp_test.csv"), "--out", first, "--label", "mbpp", "--seed", "3", *common)
     record = json.loads((Path(first) / "run.json").read_text())
-    assert record["store_versions"] == {"prompts": 0, "outcomes": 0, "embeddings": None}
+    assert record["store_versions"] == {"prompts": 0, "families": None, "outcomes": 0, "embeddings": None}
     assert record["spec"]["seed"] == 3 and record["embedder"]["model"] == "all-MiniLM-L6-v2" and record["store"] == store
 
     extra_model(Store(store))  # a better and cheaper model arrives: a plain evaluate now differs

@@ -50,8 +50,8 @@ def test_ids_already_in_stores_are_kept(tmp_path: Path) -> None:
     assert make_grader("code-exec", {"unsafe_sandbox": True}).id == "code-exec@1+unsafe-sandbox"
     assert make_grader("code-exec", {"bind_entry_point": True, "keep_examples": True, "unsafe_sandbox": True}).id == "code-exec@1+bind-name+examples+unsafe-sandbox"
     prompts = load_judge_prompts(require_shared(SHARED_DATA / "mtbench" / "judge_prompts.jsonl"))
-    metas = [{"judge_prompts": {k: p.__dict__ for k, p in prompts.items()}}]
-    judge = make_grader("mtbench-judge", {"judge": str(model_file(tmp_path, "gpt-4"))}, metas)
+    settings = {"judge_prompts": {k: p.__dict__ for k, p in prompts.items()}}  # what MT-Bench's family keeps in the store
+    judge = make_grader("mtbench-judge", {"judge": str(model_file(tmp_path, "gpt-4"))}, settings)
     assert judge.id == "mtbench-judge@1+gpt-4+prompts-39edcd7d"
 
 

@@ -57,7 +57,7 @@ def test_written_results_read_back_equal(mbpp_store: Store, tmp_path: Path) -> N
     written.write(uri)
     assert sorted(p.name for p in (tmp_path / "remote").iterdir()) == ["aiq.csv", "calibrated.csv", "mbpp.png", "points.parquet", "run.json"]
     record = written.record
-    assert isinstance(record, RunRecord) and record.store == mbpp_store.uri and record.store_versions == {"prompts": 0, "outcomes": 0, "embeddings": None}
+    assert isinstance(record, RunRecord) and record.store == mbpp_store.uri and record.store_versions == {"prompts": 0, "families": None, "outcomes": 0, "embeddings": None}
     assert record.environment is not None and record.environment.python and record.environment.numpy == np.__version__ and record.environment.host
     for where in (tmp_path / "local", uri):
         back = Results.read(where)

@@ -108,7 +108,7 @@ def test_store_import_and_compact_on_s3(s3_server, bucket: str, routerbench_dir:
     assert f"128 prompts, 1408 outcomes, {MBPP_MODELS} models (prompts v0, outcomes v0)" in info, info
 
     store = Store(store_uri)
-    assert store.versions() == {"prompts": 0, "outcomes": 0, "embeddings": None}  # the re-import committed nothing
+    assert store.versions() == {"prompts": 0, "families": None, "outcomes": 0, "embeddings": None}  # the re-import committed nothing
     assert store.append(outcomes=extra_outcome("mbpp.dev.1")).versions == {"outcomes": 1}
     assert store.append(outcomes=extra_outcome("mbpp.dev.101")).versions == {"outcomes": 2}
     before = sorted_outcomes(store)

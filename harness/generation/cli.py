@@ -62,15 +62,17 @@ def _progress():  # noqa: ANN202 - rich's Progress on a terminal, plain lines wh
     return progress(console, *columns)
 
 
-def _prompt_rows(prompts: Path | None, tasks: str | None, store: str | None, limit: int | None):  # noqa: ANN202 - pd.DataFrame
+def _prompt_rows(prompts: Path | None, tasks: str | None, store: str | None, limit: int | None):  # noqa: ANN202 - (pd.DataFrame, dict)
+    """The prompt rows to answer and what the store keeps for their task families (none for a file)."""
     from harness.generation.prompts import read_prompt_file, store_prompts
 
     if (prompts is None) == (tasks is None):
         raise UserError("give exactly one of --prompts FILE or --tasks FAMILIES")
     if prompts is not None:
-        return read_prompt_file(prompts, limit)
+        return read_prompt_file(prompts, limit), {}
     families = [t.strip() for t in (tasks or "").split(",") if t.strip()]
-    return store_prompts(open_store(store), families, limit)
+    st = open_store(store)
+    return store_prompts(st, families, limit), st.families()
 
 
 def _check_before_running(config) -> None:  # noqa: ANN001 - harness.model_config.ModelConfig
@@ -101,7 +103,8 @@ def generate(
 
     config = load_model_config(model)
     _check_before_running(config)
-    work = work_rows(_prompt_rows(prompts, tasks, store, limit), config)
+    rows, families = _prompt_rows(prompts, tasks, store, limit)
+    work = work_rows(rows, config, families=families)
     kept = None if overwrite else read_answered(out, config.name)
     if kept is not None and kept.num_rows:
         # an answer counts under the config hash it was asked with, as in the store

@@ -1,8 +1,9 @@
 """Graders: one per file, registered by name in :data:`harness.components.GRADERS`; each declares
 what it is on its class.
 
-``make_grader(name, options, metas)`` builds one from a run's options (``{"judge": path,
-"unsafe_sandbox": True}``: each grader takes those it declares); ``build_grader(name, **kwargs)``
+``make_grader(name, options, settings)`` builds one from a run's options (``{"judge": path,
+"unsafe_sandbox": True}``: each grader takes those it declares) and what its task family keeps in
+the store (:func:`family_settings`: MT-Bench's judge prompts); ``build_grader(name, **kwargs)``
 calls its constructor. A grader's id (``name@version+<option tags>``) is stored with every grade,
 and :func:`regrade_options` rebuilds the grader from it. Plug-ins register under the
 ``routerbench.graders`` entry-point group. Every grader turns (response, gold, meta) into a typed
@@ -13,9 +14,10 @@ never a silent 0.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping
 
 from harness.errors import UserError
+from harness.prompt_meta import FamilySettings, parse_meta
 from harness.grading.base import MISSING_GOLD, MISSING_RESPONSE, Grade, Grader, GraderOptions, grade_frame
 from harness.components import GRADERS
 
@@ -30,14 +32,37 @@ def build_grader(name: str, **kwargs: object) -> Grader:
     return grader_class(name)(**kwargs)  # type: ignore[call-arg]
 
 
-def make_grader(name: str, options: Mapping[str, Any] | GraderOptions | None = None, metas: Sequence[dict] = ()) -> Grader:
-    """The grader ``name`` with the options it declares out of ``options`` (a run's, or its own record);
-    one it requires and lacks is a one-line error. ``metas`` are the rows it will grade."""
+def make_grader(name: str, options: Mapping[str, Any] | GraderOptions | None = None, settings: Mapping[str, Any] | None = None) -> Grader:
+    """The grader ``name`` with the options it declares out of ``options`` (a run's, or its own record)
+    and its family's ``settings``; an option it requires and lacks is a one-line error."""
     cls = grader_class(name)
     record = options if isinstance(options, GraderOptions) else cls.Options.from_run(options or {})
     for option in record.missing():  # only model options are required
         raise UserError(f"{name} needs a model config for its option '{option}': pass --{option.replace('_', '-')} model_configs/<model>.yaml")
-    return cls.from_options(record, list(metas))
+    return cls.from_options(record, settings or {})
+
+
+def family_settings(name: str, families: Mapping[str, FamilySettings] | None, task_families: Iterable[str], metas: Iterable[Any] = ()) -> dict[str, Any]:
+    """What grader ``name`` reads of the settings of these task families (its ``settings_keys``),
+    merged; stores written before the families table kept them in each prompt's ``meta``, which
+    ``metas`` (those rows' cells) then supply. Dict-valued settings (prompts by name) are united."""
+    keys = grader_class(name).settings_keys
+    out: dict[str, Any] = {}
+    if not keys:
+        return out
+
+    def merge(doc: Mapping[str, Any]) -> None:
+        for key in keys:
+            if key in doc:
+                value = doc[key]
+                out[key] = {**out.get(key, {}), **value} if isinstance(value, dict) else value
+
+    for meta in metas:
+        merge(parse_meta(meta))
+    for tf in sorted(set(task_families)):
+        if families and tf in families:
+            merge(families[tf].settings)
+    return out
 
 
 def prepare_options(names: Iterable[str], options: Mapping[str, Any], *, check_here: bool = True) -> dict[str, Any]:
@@ -103,6 +128,7 @@ __all__ = [
     "build_grader",
     "grade_frame",
     "grader_class",
+    "family_settings",
     "make_grader",
     "prepare_options",
     "regrade_options",

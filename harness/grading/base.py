@@ -140,11 +140,13 @@ class Grader(ABC):
     keyless: ClassVar[bool] = False
     #: The record of its options; :meth:`from_options` builds the grader from one.
     Options: ClassVar[type[GraderOptions]] = GraderOptions
+    #: Keys of its task family's settings (the store's families table) it reads: the judge, its prompts.
+    settings_keys: ClassVar[tuple[str, ...]] = ()
     options: GraderOptions = GraderOptions()
 
     @classmethod
-    def from_options(cls, options: GraderOptions, metas: Sequence[dict]) -> Grader:
-        """The grader for ``options``; ``metas`` are the rows it will grade (a judge reads its prompts there)."""
+    def from_options(cls, options: GraderOptions, settings: Mapping[str, Any]) -> Grader:
+        """The grader for ``options`` and its family's ``settings`` (the :attr:`settings_keys` of it)."""
         return cls(**dict(options))
 
     @classmethod

@@ -23,11 +23,11 @@ import re
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
-from typing import Annotated, Callable, Sequence
+from typing import Annotated, Any, Callable, Mapping, Sequence
 
 from harness.errors import UserError
 from harness.grading.base import ConfigValue, Grade, Grader, GraderOptions, ModelOption, failed
-from harness.tasks.mtbench import REFERENCE_CATEGORIES, JudgePrompt, judge_prompts_from_metas
+from harness.tasks.mtbench import JUDGE_PROMPTS_KEY, REFERENCE_CATEGORIES, JudgePrompt, judge_prompts_from
 
 Messages = list[dict[str, str]]
 Complete = Callable[[Messages], str]
@@ -71,6 +71,7 @@ class JudgeGrader(Grader):
     version = "1"
     needs_gold = False
     Options = JudgeOptions
+    settings_keys = (JUDGE_PROMPTS_KEY,)
 
     def __init__(self, complete: Complete, prompts: dict[str, JudgePrompt], judge_model: str, concurrency: int = 8) -> None:
         missing = [n for n in ("single-v1", "single-v1-multi-turn") if n not in prompts]
@@ -83,10 +84,10 @@ class JudgeGrader(Grader):
         self.prompts_digest = hashlib.sha256(json.dumps([asdict(p) for p in sorted(prompts.values(), key=lambda p: p.name)]).encode()).hexdigest()[:8]
 
     @classmethod
-    def from_options(cls, options: GraderOptions, metas: Sequence[dict]) -> JudgeGrader:
-        """The judge its ``judge`` config names, with the judge prompts stored with the questions."""
+    def from_options(cls, options: GraderOptions, settings: Mapping[str, Any]) -> JudgeGrader:
+        """The judge its ``judge`` config names, with the judge prompts MT-Bench's family keeps in the store."""
         config = options.judge  # type: ignore[attr-defined]
-        return cls(engine_completer(config), judge_prompts_from_metas(metas), config.name)
+        return cls(engine_completer(config), judge_prompts_from(settings), config.name)
 
     def id_tags(self) -> list[str]:
         return [self.judge_model, f"prompts-{self.prompts_digest}"]

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from typing import Mapping
 
-from harness.prompt_meta import parse_meta
+from harness.prompt_meta import FamilySettings, parse_meta
 from harness.registry import Registry
 from harness.tasks.base import LoadedSet, TaskFamily
 from harness.tasks.declared import declared_families
@@ -34,11 +34,22 @@ def get_family(name: str) -> TaskFamily:
 
 
 def family_of(row: Mapping) -> TaskFamily:
-    """The family that renders and grades a stored prompt row: its ``meta["family"]``, else its task family."""
-    name = str(parse_meta(row.get("meta")).get("family") or row.get("task_family"))
+    """The family that renders and grades a prompt row: a work row's ``family``, else its
+    ``meta["family"]``, else its task family."""
+    name = str(row.get("family") or parse_meta(row.get("meta")).get("family") or row.get("task_family"))
     if name not in TASKS and name.replace("-", "") in TASKS:  # RouterBench's "mt-bench" spelling
         name = name.replace("-", "")
     return get_family(name) if name in TASKS else get_family("generic")
+
+
+def resolve(row: Mapping, families: Mapping[str, FamilySettings] | None = None) -> tuple[TaskFamily, dict]:
+    """A stored prompt row's family and its ``meta`` parsed once, with what its task family keeps in
+    the store's families table (``families``) as defaults: the row then reads as it was imported."""
+    meta = parse_meta(row.get("meta"))
+    settings = (families or {}).get(str(row.get("task_family")))
+    if settings is not None:
+        meta = settings.defaults(meta)
+    return family_of({**row, "meta": meta}), meta
 
 
 def turn_texts(row: Mapping) -> list[str] | None:
@@ -68,4 +79,4 @@ def turns_of(row: Mapping) -> int:
     return len(turns) if turns else 1
 
 
-__all__ = ["TASKS", "LoadedSet", "TaskFamily", "family_of", "get_family", "turn_texts", "turns_of"]
+__all__ = ["TASKS", "LoadedSet", "TaskFamily", "family_of", "get_family", "resolve", "turn_texts", "turns_of"]

@@ -22,7 +22,7 @@ from typing import Any, Mapping
 import pandas as pd
 
 from harness.errors import UserError
-from harness.prompt_meta import parse_meta
+from harness.prompt_meta import PromptMeta, parse_meta
 
 Messages = list[dict[str, str]]
 #: Columns of a loaded prompt set (``meta`` as a dict until written).
@@ -35,6 +35,9 @@ class LoadedSet:
 
     rows: pd.DataFrame  # ROW_COLUMNS, plus prompt_original where the source had one
     notes: list[str] = field(default_factory=list)  # what the loader wants the user to know
+    #: What the family's grader reads once for all these prompts (MT-Bench: its judge prompts),
+    #: kept in the store's families table instead of in every row's meta.
+    settings: dict[str, Any] = field(default_factory=dict)
 
 
 class TaskFamily(ABC):
@@ -113,7 +116,10 @@ def finalize(rows: pd.DataFrame, source: Path, family: TaskFamily) -> pd.DataFra
     out["task_family"] = family.stored_families(out["task"]).to_numpy()
     if "prompt_original" not in out.columns:
         out["prompt_original"] = None
-    out["meta"] = [json.dumps({k: v for k, v in m.items() if not k.startswith("_")}, ensure_ascii=False) for m in out["meta"]]
+    metas = [{k: v for k, v in m.items() if not k.startswith("_")} for m in out["meta"]]
+    for sid, meta in zip(out["sample_id"], metas):
+        PromptMeta.of(meta, f"{source}: {sid}")  # the keys the harness reads have their types
+    out["meta"] = [json.dumps(m, ensure_ascii=False) for m in metas]
     return out[["sample_id", "task", "task_family", "prompt", "prompt_original", "gold", "meta"]]
 
 

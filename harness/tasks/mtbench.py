@@ -4,8 +4,8 @@ SOURCE is the directory with ``question.jsonl`` and, beside it, ``judge_prompts.
 ``reference_answer_gpt-4.jsonl`` (or FastChat's ``reference_answer/gpt-4.jsonl``). The prompt is
 the JSON list of turns; gold is the JSON list of reference turns (math, reasoning and coding
 questions have them; others null — the judge grades them without); ``meta`` carries the category,
-the turns and MT-Bench's single-answer judge prompts (all of them, the same in every row), so
-grading needs nothing but the store.
+the turns; MT-Bench's single-answer judge prompts are kept once for the family (the store's
+``families`` table), so grading needs nothing but the store.
 Rendering gives the next turn to answer: ``render(row, answers=[a1])`` → q1, a1, q2.
 """
 
@@ -24,6 +24,9 @@ from harness.tasks import prompt_match
 from harness.jsonl import read_jsonl
 from harness.tasks.base import LoadedSet, Messages, TaskFamily, need
 
+#: The family setting holding MT-Bench's single-answer judge prompts, by name (stored once, in the
+#: store's families table, not in every prompt's meta).
+JUDGE_PROMPTS_KEY = "judge_prompts"
 REFERENCE_FILES = ("reference_answer_gpt-4.jsonl", "reference_answer/gpt-4.jsonl")
 #: MT-Bench's categories judged against a reference answer.
 REFERENCE_CATEGORIES = ("math", "reasoning", "coding")
@@ -51,13 +54,9 @@ def load_judge_prompts(path: str | Path) -> dict[str, JudgePrompt]:
     return prompts
 
 
-def judge_prompts_from_metas(metas: Sequence[dict]) -> dict[str, JudgePrompt]:
-    """The judge prompts stored with MT-Bench prompts (``meta["judge_prompts"]``, see harness.tasks.mtbench)."""
-    prompts: dict[str, JudgePrompt] = {}
-    for meta in metas:
-        for name, doc in (meta.get("judge_prompts") or {}).items():
-            prompts[name] = JudgePrompt(doc["name"], doc["system_prompt"], doc["prompt_template"])
-    return prompts
+def judge_prompts_from(settings: Mapping[str, Any]) -> dict[str, JudgePrompt]:
+    """The judge prompts MT-Bench's family keeps in the store (``settings["judge_prompts"]``)."""
+    return {name: JudgePrompt(doc["name"], doc["system_prompt"], doc["prompt_template"]) for name, doc in (settings.get(JUDGE_PROMPTS_KEY) or {}).items()}
 
 
 def _question_file(source: Path) -> Path:
@@ -99,15 +98,15 @@ class MTBench(TaskFamily):
                         "question_id": qid,
                         "category": category,
                         "turns": turns,
-                        # every row the same full set: a batch of any questions can be judged, and the
-                        # judge's id (a digest of its prompts) does not depend on which share a batch
-                        "judge_prompts": {name: prompt.__dict__ for name, prompt in sorted(judges.items())},
                         "source": path.name,
                     },
                 }
             )
         notes.append(f"{sum(r['gold'] is not None for r in rows)} questions with reference answers")
-        return LoadedSet(pd.DataFrame(rows), notes)
+        # the full set once for the family: a batch of any questions can be judged, and the judge's
+        # id (a digest of its prompts) does not depend on which questions share a batch
+        settings = {JUDGE_PROMPTS_KEY: {name: prompt.__dict__ for name, prompt in sorted(judges.items())}} if judges else {}
+        return LoadedSet(pd.DataFrame(rows), notes, settings)
 
     def match(self, new: pd.DataFrame, stored: pd.DataFrame) -> pd.Series:
         """A stored MT-Bench prompt (RouterBench's: the JSON list of its turns) with the same first turn."""

@@ -3,8 +3,9 @@
 A loaded row whose sample_id is stored already must have the same prompt text (else it would
 silently re-point outcomes at another question): its gold and meta are updated. A row the family
 recognises as a stored prompt under another id (``TaskFamily.match``) gives that prompt its gold
-and meta, the prompt text untouched. Everything else is added. One atomic commit; rerunning the
-same import changes nothing.
+and meta, the prompt text untouched. Everything else is added. What the set keeps once for its
+family (MT-Bench's judge prompts) goes to the families table. One atomic commit per table (the
+family's settings, then its prompts); rerunning the same import changes nothing.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import pandas as pd
 from harness.store import Store
 from harness.errors import UserError
 from harness.families import task_families
-from harness.prompt_meta import is_missing, parse_meta
+from harness.prompt_meta import FamilySettings, is_missing, parse_meta
 from harness.tasks import get_family
 from harness.tasks.base import LoadedSet, TaskFamily, finalize
 
@@ -89,6 +90,7 @@ def write_prompt_set(store: Store, fam: TaskFamily, loaded: LoadedSet, source: s
             gold, meta = fam.attach(new, old)
         else:
             gold, meta = new["gold"], {**parse_meta(old["meta"]), **{k: v for k, v in dict(new["meta"]).items() if not k.startswith("_")}}
+        meta = {k: v for k, v in meta.items() if k not in loaded.settings}  # a store's older rows kept them per row
         if is_missing(gold) and not is_missing(old["gold"]):
             gold = old["gold"]  # an import never erases a gold answer it could not recover itself
         meta_json = json.dumps(meta, ensure_ascii=False)
@@ -110,7 +112,26 @@ def write_prompt_set(store: Store, fam: TaskFamily, loaded: LoadedSet, source: s
     frames = [finalize(adds, Path(source), fam)] if len(adds) else []
     if updates:
         frames.append(pd.DataFrame(updates)[STORED_COLUMNS])
-    if frames:
-        result = store.append(prompts=pd.concat(frames, ignore_index=True), overwrite=True, source=f"{source} ({fam.name})")
+    touched = set(frames[0]["task_family"]) if len(adds) else set()
+    touched |= set(stored.loc[[sid for _, sid in list(zip(rows.index[same_id], rows["sample_id"][same_id])) + list(matched.items())], "task_family"])
+    families = _family_rows(store, fam, loaded, touched)
+    if frames or families is not None:
+        prompts = pd.concat(frames, ignore_index=True) if frames else None
+        result = store.append(prompts=prompts, families=families, overwrite=True, source=f"{source} ({fam.name})")
         report.commit = result.commit
     return report
+
+
+def _family_rows(store: Store, fam: TaskFamily, loaded: LoadedSet, task_families: set[str]) -> pd.DataFrame | None:
+    """The families-table rows an import writes: the loaded set's family-wide settings (MT-Bench's
+    judge prompts), merged over what each task family it touched kept; None when nothing changes."""
+    if not loaded.settings:
+        return None
+    stored = store.families()
+    rows = []
+    for tf in sorted(task_families):
+        old = stored.get(tf)
+        new = FamilySettings(task_family=tf, family=fam.name, grader=fam.grader or None, settings={**(old.settings if old else {}), **loaded.settings})
+        if new != old:
+            rows.append(new.row())
+    return pd.DataFrame(rows) if rows else None
