@@ -66,7 +66,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_ray_head(temp_dir: str, num_cpus: int = 2, resources: str = '{"sandbox": 2}', extra_env: dict | None = None) -> dict:
+def start_ray_head(
+    temp_dir: str, num_cpus: int = 2, resources: str = '{"sandbox": 2}', extra_env: dict | None = None, extra_args: list[str] = (), gcs_port: int | None = None
+) -> dict:
     """`ray start --head` on 127.0.0.1 with its own ``--temp-dir`` and every port explicit (a local
     Ray of this test session holds the defaults, e.g. the agent's 52365), from this environment (so
     a job's `routerbench` is this checkout's), token auth off (Ray 2.60 turns it on by default).
@@ -78,14 +80,14 @@ def start_ray_head(temp_dir: str, num_cpus: int = 2, resources: str = '{"sandbox
     if not ray_cli.exists():
         pytest.skip("the ray CLI is not installed next to this Python")
     env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "RAY_AUTH_MODE": "disabled", **(extra_env or {})}
-    gcs, dashboard = free_port(), free_port()
+    gcs, dashboard = gcs_port or free_port(), free_port()
     start = [
         str(ray_cli), "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(gcs),
         "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard), "--include-dashboard=true",
         "--dashboard-agent-listen-port", str(free_port()), "--dashboard-agent-grpc-port", str(free_port()),
         "--metrics-export-port", str(free_port()), "--runtime-env-agent-port", str(free_port()),
         "--ray-client-server-port", str(free_port()),
-        "--disable-usage-stats", "--num-cpus", str(num_cpus), "--resources", resources, "--temp-dir", temp_dir,
+        "--disable-usage-stats", "--num-cpus", str(num_cpus), "--resources", resources, "--temp-dir", temp_dir, *extra_args,
     ]  # fmt: skip
     subprocess.run(start, env=env, check=True, capture_output=True, timeout=180)
     from tests.ray_processes import ray_processes

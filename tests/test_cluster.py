@@ -31,7 +31,8 @@ def test_cluster_yaml_passes_rays_validation(cluster) -> None:
     # GPU workers scale from zero; graders offer the sandbox resource the pipeline asks for
     for name in ("gpu-1x", "gpu-8x", "cpu-grader"):
         assert types[name]["min_workers"] == 0 and types[name]["max_workers"] > 0
-    assert types["cpu-grader"]["resources"] == {"sandbox": 16}
+    assert types["cpu-grader"]["resources"] == {"CPU": 16, "sandbox": 16}
+    assert types["gpu-1x"]["resources"] == {"CPU": 8, "GPU": 1} and types["gpu-8x"]["resources"] == {"CPU": 96, "GPU": 8}
     assert any("apt-get install" in c and "bubblewrap" in c for c in types["cpu-grader"]["worker_setup_commands"])
     assert types["gpu-8x"]["node_config"]["InstanceType"] == "p4d.24xlarge"
     assert any("pip install" in c and "routerbench" in c for c in prepared["setup_commands"])
@@ -46,3 +47,80 @@ def test_validation_is_not_vacuous(cluster) -> None:
     broken["head_node_type"] = "missing-type"
     with pytest.raises(ValueError):
         validate(broken)
+
+
+def test_fake_cluster_config_is_cluster_yaml_on_one_machine(cluster) -> None:
+    """The fake multi-node config the cluster tests run keeps cluster.yaml's node types (names,
+    resources, min/max workers), swaps the provider, empties the cloud fields, and passes Ray's
+    validation (the schema and checks the autoscaler applies when it loads it)."""
+    from ray.autoscaler._private.util import validate_config
+
+    from harness.fake_cluster_config import FAKE_HEAD_TYPE, fake_cluster_config, worker_type_of
+
+    fake = fake_cluster_config(cluster, idle_timeout_minutes=0.1, gcs_address="127.0.0.1:6380", object_store_memory=200 * 2**20)
+    validate_config(copy.deepcopy(fake))
+    assert fake["provider"] == {
+        "type": "fake_multinode", "use_node_id_as_ip": True, "disable_node_updaters": True,
+        "disable_launch_config_check": True, "gcs_address": "127.0.0.1:6380",
+    }  # fmt: skip
+    assert fake["head_node_type"] == FAKE_HEAD_TYPE and fake["idle_timeout_minutes"] == 0.1
+    assert fake["max_workers"] == cluster["max_workers"]
+    types = fake["available_node_types"]
+    assert set(types) == (set(cluster["available_node_types"]) - {"head"}) | {FAKE_HEAD_TYPE}
+    for name, node in cluster["available_node_types"].items():
+        got = types[FAKE_HEAD_TYPE if name == "head" else name]
+        assert (got["min_workers"], got["max_workers"]) == (node["min_workers"], node["max_workers"])
+        assert {k: v for k, v in got["resources"].items() if k != "object_store_memory"} == node["resources"]
+        assert got["node_config"] == {} and "worker_setup_commands" not in got
+    assert fake["docker"] == {} and fake["file_mounts"] == {} and fake["setup_commands"] == [] and fake["worker_start_ray_commands"] == []
+    assert fake_cluster_config(cluster)["idle_timeout_minutes"] == cluster["idle_timeout_minutes"]
+    # a node's total resources name its type
+    assert worker_type_of({"CPU": 8.0, "GPU": 1.0, "memory": 1e9, "node:__internal_head__": 1.0}, fake) == "gpu-1x"
+    assert worker_type_of({"CPU": 16.0, "sandbox": 16.0, "object_store_memory": 2e8}, fake) == "cpu-grader"
+    assert worker_type_of({"CPU": 2.0}, fake) is None
+
+
+def test_fake_cluster_config_needs_declared_resources(cluster) -> None:
+    from harness.fake_cluster_config import fake_cluster_config
+
+    broken = copy.deepcopy(cluster)
+    broken["available_node_types"]["gpu-1x"]["resources"] = {}
+    with pytest.raises(ValueError, match="gpu-1x.resources is empty"):
+        fake_cluster_config(broken)
+
+
+@pytest.mark.slow
+def test_fake_cluster_scales_from_zero_and_back() -> None:
+    """cluster.yaml's node types on Ray's fake multi-node provider: a GPU task gets a gpu-1x node
+    from zero and a sandbox task a cpu-grader node, each task runs on its node, and both nodes are
+    removed once idle; only this cluster's processes are stopped."""
+    import shutil
+    import subprocess
+    import sys
+    import tempfile
+    import time
+
+    from harness.fake_cluster_config import worker_type_of
+    from tests.fake_cluster import nodes, start_fake_cluster, stop_fake_cluster
+    from tests.ray_processes import ray_processes
+
+    temp_dir = tempfile.mkdtemp(prefix="rbf-", dir="/tmp")
+    cluster = start_fake_cluster(temp_dir, idle_timeout_minutes=0.1)
+    try:
+        code = (
+            "import ray; ray.init(); here = lambda: ray.get_runtime_context().get_node_id();"
+            "print('NODES', ray.get(ray.remote(num_gpus=1)(here).remote()), ray.get(ray.remote(resources={'sandbox': 1})(here).remote()))"
+        )
+        done = subprocess.run([sys.executable, "-c", code], env={**cluster["env"], "RAY_ADDRESS": cluster["gcs"]}, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+        gpu_node, sandbox_node = next(line.split()[1:3] for line in done.stdout.splitlines() if line.startswith("NODES "))
+        types = {n["node_id"]: worker_type_of(n["resources_total"], cluster["config"]) for n in nodes(cluster)}
+        assert types[gpu_node] == "gpu-1x" and types[sandbox_node] == "cpu-grader"
+        deadline = time.monotonic() + 240  # a safety limit: removal is awaited as a state, not a time
+        while any(n["state"] == "ALIVE" for n in nodes(cluster) if n["node_id"] in (gpu_node, sandbox_node)):
+            assert time.monotonic() < deadline, "idle worker nodes were not removed"
+            time.sleep(1)
+    finally:
+        stop_fake_cluster(cluster)
+        assert ray_processes(temp_dir) == []
+        shutil.rmtree(temp_dir, ignore_errors=True)
