@@ -17,6 +17,7 @@ import pandas as pd
 from harness.generation.base import Request, Result, build_engine
 from harness.model_config import ModelConfig
 from harness.prompt_meta import FamilySettings
+from harness.ray_runtime import node_id
 from harness.tasks import family_of, resolve, turns_of
 
 #: A work row: the prompt, the family that renders it, how it is asked (``messages``, JSON; null for
@@ -106,6 +107,7 @@ class Answerer:
         out["latency_s"] = pd.array([r.latency_s for r in rs], dtype="Float64")
         out["cost_usd"] = pd.array([r.cost_usd for r in rs], dtype="Float64")
         out["error"] = pd.array([None if r.error is None else f"engine:{r.error}" for r in rs], dtype="string")
+        out["generated_on"] = pd.array([node_id()] * len(out), dtype="string")
         return out
 
     def _answer_turns(self, rows: pd.DataFrame) -> dict[str, Result]:

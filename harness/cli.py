@@ -416,10 +416,11 @@ def extend(
     evaluate_after: Annotated[bool, typer.Option("--evaluate", help="Evaluate the routers afterwards, the new model in the pool.")] = False,
     out: Annotated[str, typer.Option(help="With --evaluate: directory (or URI) for the evaluation's results.")] = "results",
     unsafe_sandbox: UnsafeSandboxOpt = False,
+    placement_log: Annotated[Optional[Path], typer.Option(help="Write which Ray node answered and graded each prompt (JSON) here.")] = None,
 ) -> None:
     """Run a model over the store's prompts, grade every answer and append the outcomes (resumable)."""
     from harness.model_config import load_model_config
-    from harness.extend import ExtendSpec
+    from harness.extend import ExtendSpec, write_placement
     from harness.extend import extend as run_extend
 
     st = open_store(store)
@@ -440,6 +441,10 @@ def extend(
     )
     if report.errors:
         console.print("  errors (recorded per outcome; a rerun retries them): " + ", ".join(f"{k} {v}" for k, v in sorted(report.errors.items())))
+    if placement_log is not None:
+        write_placement(report, placement_log)
+        on = report.placement
+        console.print(f"  placement ({placement_log}): generation on {on['generated_on'].nunique()} node(s), grading on {on['graded_on'].nunique()} node(s)")
     if evaluate_after:
         from harness.evaluate import EvalSpec
 

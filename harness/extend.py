@@ -24,10 +24,12 @@ engines with their configs) and, when grading runs on this machine, each grader'
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 import warnings
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import numpy as np
@@ -38,7 +40,7 @@ from harness.errors import UserError
 from harness.grading import family_settings, grade_frame, grader_class, make_grader, prepare_options
 from harness.model_config import ModelConfig
 from harness.prompt_meta import FamilySettings
-from harness.ray_runtime import ensure_ray, joins_cluster, keyless_runtime_env
+from harness.ray_runtime import ensure_ray, joins_cluster, keyless_runtime_env, node_id
 from harness.store import Store
 
 
@@ -67,6 +69,9 @@ class Progress:
         return self.done / max(time.monotonic() - self.started, 1e-9)
 
 
+PLACEMENT_COLUMNS = ["sample_id", "generated_on", "graded_on"]
+
+
 @dataclass
 class ExtendReport:
     model: str
@@ -76,6 +81,17 @@ class ExtendReport:
     errors: dict[str, int]
     spend_usd: float
     skipped_done: int
+    #: Where each answered prompt ran: ``sample_id, generated_on, graded_on`` (Ray node ids).
+    placement: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=PLACEMENT_COLUMNS))
+    #: The Ray nodes of the run by id, with their resources (``ray.nodes()`` at its end, dead ones too).
+    nodes: dict[str, dict[str, float]] = field(default_factory=dict)
+
+
+def write_placement(report: ExtendReport, path: str | Path) -> None:
+    """The run's placement as JSON: ``{"nodes": {id: resources}, "outcomes": [{sample_id, generated_on, graded_on}]}``,
+    so a cluster's user (and its tests) can check from data which node type answered and graded what."""
+    rows = report.placement.astype(object).where(report.placement.notna(), None).to_dict("records")
+    Path(path).write_text(json.dumps({"model": report.model, "nodes": report.nodes, "outcomes": rows}, indent=1))
 
 
 # ---------------------------------------------------------------------- plan
@@ -133,6 +149,7 @@ def grade_batch(batch: pd.DataFrame, options: dict[str, Any] | None = None, fami
         out.loc[idx, "score"] = graded["score"]
         out.loc[idx, "error"] = graded["error"]
         out.loc[idx, "grader_id"] = graded["grader"]
+    out["graded_on"] = pd.array([node_id()] * len(out), dtype="string")
     return out
 
 
@@ -218,6 +235,7 @@ def extend(
     ds = ds.map_batches(grade_batch, fn_kwargs={"options": spec.grader_options, "families": store.families()}, batch_size=size, batch_format="pandas", num_cpus=1, **grade_args)
 
     pending: list[pd.DataFrame] = []
+    placed: list[pd.DataFrame] = []
 
     def flush(final: bool = False) -> None:
         rows = pd.concat(pending, ignore_index=True) if pending else pd.DataFrame()
@@ -232,6 +250,7 @@ def extend(
 
     for batch in ds.iter_batches(batch_size=None, batch_format="pandas", prefetch_batches=1):
         pending.append(batch)
+        placed.append(batch[PLACEMENT_COLUMNS])
         progress.done += len(batch)
         errors = batch["error"].dropna()
         progress.errors += len(errors)
@@ -245,4 +264,6 @@ def extend(
             on_progress(progress)
     flush(final=True)
     report.spend_usd = progress.spend_usd
+    report.placement = pd.concat(placed, ignore_index=True) if placed else report.placement
+    report.nodes = {n["NodeID"]: dict(n.get("Resources") or {}) for n in ray.nodes()}
     return report

