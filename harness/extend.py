@@ -40,7 +40,7 @@ from harness.errors import UserError
 from harness.grading import family_settings, grade_frame, grader_class, make_grader, prepare_options
 from harness.model_config import ModelConfig
 from harness.prompt_meta import FamilySettings
-from harness.ray_runtime import ensure_ray, joins_cluster, keyless_runtime_env, node_id
+from harness.ray_runtime import ensure_ray, joins_cluster, keyless_runtime_env, node_id, node_seconds
 from harness.store import Store
 
 
@@ -85,6 +85,24 @@ class ExtendReport:
     placement: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=PLACEMENT_COLUMNS))
     #: The Ray nodes of the run by id, with their resources (``ray.nodes()`` at its end, dead ones too).
     nodes: dict[str, dict[str, float]] = field(default_factory=dict)
+    #: Seconds each node that answered or graded was up during the run (empty without Ray's state API).
+    node_seconds: dict[str, float] = field(default_factory=dict)
+    #: $ per device-hour of the model (self-hosted: ``price.gpu_hour``; 0 for an API model).
+    gpu_hour: float = 0.0
+
+    def node_usage(self) -> pd.DataFrame:
+        """Per kind of node (its resources): nodes, node-seconds, and for the nodes that answered with
+        a self-hosted model the device cost they imply (GPUs × seconds × ``gpu_hour``)."""
+        gen = set(self.placement["generated_on"].dropna())
+        rows = []
+        for node, seconds in self.node_seconds.items():
+            res = self.nodes.get(node, {})
+            kind = ", ".join(f"{k} {v:g}" for k, v in sorted(res.items()) if k in ("CPU", "GPU") or not k.startswith(("node:", "memory", "object_store", "accelerator")))
+            devices = max(res.get("GPU", 0.0), 1.0)
+            cost = devices * seconds * self.gpu_hour / 3600 if node in gen else 0.0
+            rows.append({"node_kind": kind, "nodes": 1, "node_seconds": seconds, "device_usd": cost})
+        frame = pd.DataFrame(rows, columns=["node_kind", "nodes", "node_seconds", "device_usd"])
+        return frame.groupby("node_kind", as_index=False).sum().sort_values("node_kind", ignore_index=True)
 
 
 def write_placement(report: ExtendReport, path: str | Path) -> None:
@@ -204,6 +222,7 @@ def extend(
     if work.empty:
         return report
     ensure_ray(address)
+    started = time.time()
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False  # the driver shows one bar for the whole pipeline
     ctx.execution_options.preserve_order = False
@@ -266,4 +285,6 @@ def extend(
     report.spend_usd = progress.spend_usd
     report.placement = pd.concat(placed, ignore_index=True) if placed else report.placement
     report.nodes = {n["NodeID"]: dict(n.get("Resources") or {}) for n in ray.nodes()}
+    report.node_seconds = node_seconds(set(report.placement["generated_on"].dropna()) | set(report.placement["graded_on"].dropna()), started)
+    report.gpu_hour = config.price.gpu_hour if engine.self_hosted else 0.0
     return report

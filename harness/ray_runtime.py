@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import time
 from collections.abc import Iterator
 from types import ModuleType
 
@@ -69,3 +70,21 @@ def node_id() -> str | None:
     import ray
 
     return ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
+
+
+def node_seconds(node_ids: set[str], since: float) -> dict[str, float]:
+    """Seconds each of ``node_ids`` was up since ``since`` (epoch seconds) until now or its removal:
+    what an autoscaled cluster bills for the nodes a run used. From Ray's state API (the
+    dashboard); empty where that is not running, e.g. a local Ray started without it."""
+    from ray.util.state import list_nodes
+
+    try:
+        nodes = list_nodes(detail=True, limit=10_000, raise_on_missing_output=False)
+    except Exception:  # noqa: BLE001 - no dashboard, or an older Ray: the report then leaves it out
+        return {}
+    now_ms, since_ms = time.time() * 1000, since * 1000
+    return {
+        n.node_id: max((n.end_time_ms or now_ms) - max(n.start_time_ms or since_ms, since_ms), 0.0) / 1000
+        for n in nodes
+        if n.node_id in node_ids
+    }

@@ -133,6 +133,7 @@ def test_extend_job_scales_a_gpu_node_from_zero_and_grades_code_on_sandbox_nodes
     added from zero, grading (MBPP's code among it) runs on cpu-grader nodes, checked from the run's
     placement log; the store gains exactly the planned outcomes; the workers go once idle."""
     import json
+    import re
     import shutil
     import subprocess
     import sys
@@ -166,6 +167,11 @@ def test_extend_job_scales_a_gpu_node_from_zero_and_grades_code_on_sandbox_nodes
         done = submit_job(cluster, ["routerbench", "extend", "--model", str(model), "--tasks", "grade-school-math,mbpp", "--limit", "2", "--store", str(store_dir), "--placement-log", str(log)])
         assert done.returncode == 0 and "succeeded" in (done.stdout + done.stderr).lower(), done.stdout[-3000:] + done.stderr[-3000:]
 
+        printed = done.stdout + done.stderr
+        print(printed[-2500:])  # the README's transcript comes from this (pytest -s)
+        # the node-seconds of each kind of node the run used, and the device cost of the GPU node (price.gpu_hour)
+        assert re.search(r"nodes \(CPU 8, GPU 1\): 1 up [0-9.]+ node-s, device cost \$0\.\d{4}", printed), printed[-3000:]
+        assert re.search(r"nodes \(CPU 16, sandbox 16\): \d up [0-9.]+ node-s", printed), printed[-3000:]
         after = Store(store_dir).outcomes(["sample_id", "model", "error"])
         new = after[after["model"] == "gemma3-270m-local"]
         assert len(after) == len(before) + 4 and new["sample_id"].is_unique

@@ -8,18 +8,105 @@ from __future__ import annotations
 
 import ast
 import os
+import re
+import signal
+import threading
 import time
 import uuid
 from pathlib import Path
 
 import pytest
 
-from harness.grading.sandbox import BUBBLEWRAP, PROCESS, SandboxLimits, capabilities, run_python
+from harness.grading.sandbox import BUBBLEWRAP, PROCESS, RunResult, SandboxLimits, capabilities, run_python
 from tests.conftest import needs_bubblewrap
 
 FAST = SandboxLimits(wall_s=30, cpu_s=2, memory_mb=512, max_procs=16)  # a generous wall clock: a busy 2-core machine must not fail legitimate runs
 caps = capabilities()
 ISOLATIONS = [pytest.param(BUBBLEWRAP, marks=needs_bubblewrap), PROCESS]
+#: Ends a test whose run hangs, and nothing else: every bound the tests assert is a status, a signal,
+#: the program's own CPU time or an event, so a loaded machine only makes them slower, never wrong.
+SAFETY_S = 300
+#: A busy loop that reports its own CPU time (``time.process_time``, what RLIMIT_CPU counts) every
+#: 50 ms of it: the last report in its output says how much CPU it had used when it was stopped.
+SPIN = "import time\nlast = 0.0\nwhile True:\n    t = time.process_time()\n    if t - last >= 0.05:\n        print(f'cpu {t:.3f}', flush=True)\n        last = t"
+#: Sleeps far longer than SAFETY_S: a run that lasted as long as the program would fail the test.
+LONG_SLEEP = "import time\ntime.sleep(3600)"
+
+
+def cpu_when_stopped(output: str) -> float:
+    """The last CPU time SPIN reported before it was stopped."""
+    reports = re.findall(r"^cpu (\d+\.\d+)$", output, flags=re.MULTILINE)
+    assert reports, output[-300:]
+    return float(reports[-1])
+
+
+def stopped_by_the_cpu_limit(result: RunResult, cpu_s: int) -> bool:
+    """SPIN was killed by RLIMIT_CPU: a signal (not the wall clock, whose status is ``timeout``), the
+    one that limit sends (SIGKILL at the hard limit, which equals the soft one; SIGXCPU otherwise),
+    after it had used its CPU budget and not much more (a limit set too high or never applied fails)."""
+    return (
+        result.status == "killed"
+        and result.returncode in (-signal.SIGKILL, -signal.SIGXCPU)
+        and cpu_s - 0.2 <= cpu_when_stopped(result.output) <= cpu_s + 0.2
+    )
+
+
+def run_in_time(source: str, limits: SandboxLimits, **kwargs: object) -> RunResult:
+    """``run_python`` that fails the test, instead of hanging it, if the run outlives SAFETY_S."""
+    box: list[RunResult] = []
+    thread = threading.Thread(target=lambda: box.append(run_python(source, limits, **kwargs)), daemon=True)
+    thread.start()
+    thread.join(SAFETY_S)
+    assert box, f"the run did not end within {SAFETY_S} s: its timeout did not stop the program"
+    return box[0]
+
+
+def sleep_token() -> str:
+    """A unique length for ``/bin/sleep``, far past SAFETY_S: findable in the host's process list, and
+    a sleep with it gone before the wait's end is one the run's end killed."""
+    return f"3600.{uuid.uuid4().int % 10**9:09d}"
+
+
+#: Three children that leave the session and become ``sleep {token}``; the program ends (and prints
+#: their PIDs) only once all three are sleeping, so a test of their end is never vacuous.
+SLEEPERS = """import os, time
+pids = []
+for _ in range(3):
+    pid = os.fork()
+    if pid == 0:
+        os.setsid()
+        os.execv('/bin/sleep', ['sleep', '{token}'])
+    pids.append(pid)
+while not all(b'{token}' in open(f'/proc/{{p}}/cmdline', 'rb').read() for p in pids):
+    time.sleep(0.01)
+print(pids)"""
+
+
+def sleepers(token: str) -> list[int]:
+    """The live processes (a zombie has no command line) whose command line holds ``token``."""
+    found = []
+    for p in Path("/proc").iterdir():
+        try:
+            if p.name.isdigit() and token.encode() in (p / "cmdline").read_bytes():
+                found.append(int(p.name))
+        except OSError:
+            pass
+    return found
+
+
+def wait_until_gone(token: str) -> list[int]:
+    """Poll until no sleeper with ``token`` is alive (a state, not a time), for at most SAFETY_S; the
+    ones still alive then are killed (so a failing test leaves nothing behind) and returned."""
+    deadline = time.monotonic() + SAFETY_S
+    while sleepers(token) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    left = sleepers(token)
+    for pid in left:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+    return left
 
 
 @pytest.mark.parametrize("isolation", ISOLATIONS)
@@ -119,28 +206,21 @@ def test_cannot_start_processes_or_load_native_code(isolation: str) -> None:
         assert result.status == "failed" and ("not allowed" in result.output), code
 
 
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/status").read_text().split("State:")[1].split()[0]
-    except (FileNotFoundError, IndexError):
-        return False
-    return state != "Z"
-
-
 @pytest.mark.parametrize("isolation", ISOLATIONS)
 def test_a_fork_bomb_is_contained(isolation: str) -> None:
     bomb = "import os\nwhile True:\n    os.fork()"
-    started = time.monotonic()
     result = run_python(bomb, FAST, isolation=isolation)
     assert result.status == "failed" and "os.fork is not allowed" in result.output
-    assert time.monotonic() - started < 5
+    # refused at the first fork: the program ended by itself on that one PermissionError (exit 1, not
+    # a kill by a limit nor the wall clock), and no copy of it lived to be refused a fork too
+    assert result.returncode == 1 and result.output.count("os.fork is not allowed") == 1, result.output[-500:]
 
 
 @needs_bubblewrap
 @pytest.mark.skipif(caps.pids_cgroup is None and not caps.nproc_rlimit, reason="neither a pids cgroup nor RLIMIT_NPROC applies here (root without cgroups)")
 def test_a_fork_bomb_is_contained_by_the_os_alone() -> None:
     bomb = "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass"
-    result = run_python(bomb, SandboxLimits(wall_s=5, cpu_s=1, max_procs=8), guard=False)
+    result = run_python(bomb, SandboxLimits(wall_s=10, cpu_s=1, max_procs=8), guard=False)  # 10 s: time for the interpreter to start under load
     assert result.status in ("timeout", "killed")
     assert run_python("print('still fine')", FAST).passed  # and the machine is still usable
 
@@ -149,31 +229,32 @@ def test_processes_that_leave_the_group_are_killed_too() -> None:
     """The process isolation (host PIDs; bubblewrap's PID namespace is tested in test_sandbox_hostile.py)."""
     if caps.pids_cgroup is None:
         pytest.skip("without a pids cgroup a child that calls setsid() escapes the process-group kill")
-    code = "import os, time\npids = []\nfor _ in range(3):\n    pid = os.fork()\n    if pid == 0:\n        os.setsid(); time.sleep(60); os._exit(0)\n    pids.append(pid)\nprint(pids)"
-    result = run_python(code, FAST, guard=False, isolation=PROCESS)
+    token = sleep_token()
+    result = run_python(SLEEPERS.format(token=token), FAST, guard=False, isolation=PROCESS)
     assert result.passed
-    pids = ast.literal_eval(result.output.strip().splitlines()[-1])
-    deadline = time.monotonic() + 2
-    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not any(_alive(p) for p in pids)
+    assert len(ast.literal_eval(result.output.strip().splitlines()[-1])) == 3  # three children left the group
+    assert not wait_until_gone(token)
 
 
 @pytest.mark.parametrize("isolation", ISOLATIONS)
 def test_infinite_loops_and_sleeps_are_stopped(isolation: str) -> None:
-    busy = run_python("while True:\n    pass", SandboxLimits(wall_s=10, cpu_s=1), isolation=isolation)
-    assert busy.status == "killed" and busy.seconds < 5  # the CPU limit, well before the wall clock
-    # the wall clock covers the interpreter's start too: a few seconds, so a loaded machine still gets to the program
-    asleep = run_python("import time\ntime.sleep(60)", SandboxLimits(wall_s=4, cpu_s=5), isolation=isolation)
-    assert asleep.status == "timeout" and asleep.seconds < 15
+    # the wall clock only ends the run if the CPU limit does not: generous, so load never reaches it
+    busy = run_in_time(SPIN, SandboxLimits(wall_s=120, cpu_s=1), isolation=isolation)
+    assert stopped_by_the_cpu_limit(busy, 1), (busy.status, busy.returncode, busy.output[-300:])
+    # the wall clock covers the interpreter's start too (no start in time is a sandbox-error): ample,
+    # so a loaded machine still gets to the program; the run then ends at the timeout, not the program's end
+    asleep = run_in_time(LONG_SLEEP, SandboxLimits(wall_s=10, cpu_s=5), isolation=isolation)
+    assert asleep.status == "timeout" and asleep.returncode is None and asleep.seconds >= 10, asleep
 
 
 @pytest.mark.parametrize("isolation", ISOLATIONS)
 def test_memory_hogs_are_stopped(isolation: str) -> None:
     result = run_python("x = bytearray(2 * 1024**3)", SandboxLimits(memory_mb=256), isolation=isolation)
     assert result.status == "failed" and "MemoryError" in result.output
-    grow = run_python("x = []\nwhile True:\n    x.append(' ' * 10**6)", SandboxLimits(memory_mb=256, cpu_s=5, wall_s=10), isolation=isolation)
-    assert grow.status in ("failed", "killed") and grow.seconds < 10
+    grow = run_python("x = []\nwhile True:\n    x.append(' ' * 10**6)", SandboxLimits(memory_mb=256, cpu_s=5, wall_s=60), isolation=isolation)
+    # stopped by the memory limit: the program's own MemoryError ended it (exit 1), neither the CPU
+    # limit (a signal) nor the wall clock (timeout)
+    assert grow.status == "failed" and grow.returncode == 1 and "MemoryError" in grow.output, (grow.status, grow.returncode, grow.output[-300:])
 
 
 @pytest.mark.parametrize("isolation", ISOLATIONS)

@@ -14,7 +14,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 import uuid
 from pathlib import Path
 
@@ -23,6 +22,7 @@ import pytest
 from harness.grading import build_grader
 from harness.grading.sandbox import SandboxLimits, capabilities, run_python
 from tests.conftest import needs_bubblewrap
+from tests.test_sandbox import LONG_SLEEP, SLEEPERS, SPIN, run_in_time, sleep_token, stopped_by_the_cpu_limit, wait_until_gone
 
 caps = capabilities()
 pytestmark = needs_bubblewrap
@@ -213,10 +213,10 @@ def test_attacks_through_the_grader_score_zero_and_leave_it_working(world: dict)
 def test_resource_attacks_are_stopped(guard: bool) -> None:
     memory = run_python("x = bytearray(8 * 1024**3)\nassert x", FAST, guard=guard)
     assert memory.status == "failed" and "MemoryError" in memory.output
-    loop = run_python("while True:\n    pass", SandboxLimits(wall_s=20, cpu_s=1), guard=guard)
-    assert loop.status == "killed" and loop.seconds < 10  # the CPU limit, before the wall clock
-    sleep = run_python("import time\ntime.sleep(60)", SandboxLimits(wall_s=4), guard=guard)  # 4 s: the interpreter must start first
-    assert sleep.status == "timeout" and sleep.seconds < 15
+    loop = run_in_time(SPIN, SandboxLimits(wall_s=120, cpu_s=1), guard=guard)  # the CPU limit, long before the wall clock
+    assert stopped_by_the_cpu_limit(loop, 1), (loop.status, loop.returncode, loop.output[-300:])
+    sleep = run_in_time(LONG_SLEEP, SandboxLimits(wall_s=10), guard=guard)  # 10 s: the interpreter must start first, under load too
+    assert sleep.status == "timeout" and sleep.returncode is None and sleep.seconds >= 10, sleep  # ended at the timeout, not the program's end
     flood = run_python("import sys\nsys.stdout.write('x' * 100_000_000)\nsys.stdout.flush()", SandboxLimits(file_mb=1, wall_s=20), guard=guard)
     assert flood.status in ("failed", "killed") and len(flood.output) <= 5000
 
@@ -229,30 +229,15 @@ def test_a_fork_bomb_is_refused_by_the_guard() -> None:
 @pytest.mark.skipif(caps.pids_cgroup is None, reason="no pids cgroup here: without the guard only the PID namespace would hold a fork bomb")
 def test_a_fork_bomb_is_contained_by_bubblewrap_and_the_pids_cgroup() -> None:
     bomb = "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass"
-    result = run_python(bomb, SandboxLimits(wall_s=5, cpu_s=2, max_procs=16), guard=False)
+    result = run_python(bomb, SandboxLimits(wall_s=10, cpu_s=2, max_procs=16), guard=False)  # 10 s: time for the interpreter to start under load
     assert result.status in ("timeout", "killed")
     assert run_python("print('still fine')", FAST).passed
 
 
 def test_children_that_leave_the_session_die_with_the_run() -> None:
-    token = f"60.{uuid.uuid4().int % 10**9:09d}"  # a unique sleep length: findable in the host's process list
-    code = f"import os\nfor _ in range(3):\n    if os.fork() == 0:\n        os.setsid()\n        os.execv('/bin/sleep', ['sleep', {token!r}])\nprint('forked')"
-    assert run_python(code, FAST, guard=False).passed
-    deadline = time.monotonic() + 5
-
-    def survivors() -> list[int]:
-        found = []
-        for p in Path("/proc").iterdir():
-            try:
-                if p.name.isdigit() and token.encode() in (p / "cmdline").read_bytes():
-                    found.append(int(p.name))
-            except OSError:
-                pass
-        return found
-
-    while survivors() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not survivors()
+    token = sleep_token()
+    assert run_python(SLEEPERS.format(token=token), FAST, guard=False).passed  # ends once its three children sleep
+    assert not wait_until_gone(token)
 
 
 def test_legitimate_programs_still_pass() -> None:

@@ -223,14 +223,17 @@ def run_at_once(tmp_path: Path, *commands: list[str]) -> list[subprocess.Complet
     for i, cmd in enumerate(commands):
         ready = tmp_path / f"ready-{tag}-{i}"
         procs.append((ready, subprocess.Popen([sys.executable, "-c", AT_ONCE, str(ready), str(go), *cmd], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)))
-    deadline = time.monotonic() + 120
+    # readiness is awaited as an event (each ready file); a child that exits first fails at once, and
+    # the deadline is only a safety limit for a hung one, far past any import on a loaded machine
+    deadline = time.monotonic() + 600
     while not all(r.exists() for r, _ in procs):
-        assert time.monotonic() < deadline and all(p.poll() is None for _, p in procs), [p.communicate() for _, p in procs if p.poll() is not None]
+        assert all(p.poll() is None for _, p in procs), [p.communicate() for _, p in procs if p.poll() is not None]
+        assert time.monotonic() < deadline, "a process hung before it was ready"
         time.sleep(0.01)
     go.touch()
     done = []
     for _, p in procs:
-        out, err = p.communicate(timeout=180)
+        out, err = p.communicate(timeout=600)  # a safety limit for a hung process, not a bound on the command
         done.append(subprocess.CompletedProcess(p.args, p.returncode, out, err))
     return done
 
