@@ -10,6 +10,11 @@ teardown, beside those recorded at start, and ends only them: never ``ray stop -
 
 from __future__ import annotations
 
+import contextlib
+import shutil
+import tempfile
+import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import yaml
@@ -40,3 +45,25 @@ def nodes(cluster: dict) -> list[dict]:
     from ray.util.state import list_nodes
 
     return [n.__dict__ if hasattr(n, "__dict__") else dict(n) for n in list_nodes(address=cluster["address"], detail=True, limit=1000)]
+
+
+@contextlib.contextmanager
+def fake_cluster(idle_timeout_minutes: float = 0.1) -> Iterator[dict]:
+    """A fake cluster under its own temp dir for the ``with`` block; afterwards none of its processes is left."""
+    temp_dir = tempfile.mkdtemp(prefix="rbf-", dir="/tmp")  # Ray's socket paths must stay short
+    cluster = start_fake_cluster(temp_dir, idle_timeout_minutes=idle_timeout_minutes)
+    try:
+        yield cluster
+    finally:
+        stop_fake_cluster(cluster)
+        assert ray_processes(temp_dir) == []
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def wait_removed(cluster: dict, node_ids: Iterable[str], limit_s: float = 300) -> None:
+    """Until none of ``node_ids`` is alive: idle scale-down awaited as a state (``limit_s`` only ends a hung test)."""
+    node_ids = set(node_ids)
+    deadline = time.monotonic() + limit_s
+    while any(n["state"] == "ALIVE" for n in nodes(cluster) if n["node_id"] in node_ids):
+        assert time.monotonic() < deadline, "idle worker nodes were not removed"
+        time.sleep(1)

