@@ -16,6 +16,10 @@
 4. **Append** (driver): graded rows are committed every ``commit_every`` rows, each commit atomic,
    so a killed run loses at most the rows since the last commit and a rerun fills them in.
 
+The report says where the work ran: per prompt, the Ray node that answered and the one that graded
+it (``placement``, ``--placement-log``), and per kind of node the node-seconds the run used and,
+for a self-hosted model, the device cost they imply (:meth:`ExtendReport.node_usage`).
+
 Everything that can be checked before Ray starts is (:func:`preflight`): the model's key variable
 and those of the model configs among the grader options (read once, here, and carried to the
 engines with their configs) and, when grading runs on this machine, each grader's own check
