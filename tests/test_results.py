@@ -20,6 +20,7 @@ from harness.cli import app
 from harness.store import Store
 from harness.errors import UserError
 from harness.evaluate import EvalSpec
+from harness.extend import ExtendReport
 from harness.outcome_import import load_sources
 from harness.results import Results, RunRecord, read_run_record, run_evaluation
 
@@ -134,7 +135,7 @@ def test_extend_and_refresh_evaluate_through_run_evaluation(mbpp_store: Store, t
     monkeypatch.setattr(results_module, "run_evaluation", recorded)
     monkeypatch.setattr(cli_module, "evaluate", not_the_command)
     monkeypatch.setattr("harness.model_config.load_model_config", lambda path: SimpleNamespace(name="fake-model"))
-    monkeypatch.setattr("harness.extend.extend", lambda *a, **k: SimpleNamespace(planned=0, skipped_done=128, appended=0, graded=0, spend_usd=0.0, errors={}))
+    monkeypatch.setattr("harness.extend.extend", lambda *a, **k: ExtendReport("fake-model", planned=0, appended=0, graded=0, errors={}, spend_usd=0.0, skipped_done=128))
     from harness.refresh import MaintenanceReport
 
     monkeypatch.setattr("harness.refresh.refresh", lambda *a, **k: MaintenanceReport())
