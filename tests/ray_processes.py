@@ -31,7 +31,10 @@ def ray_processes(temp_dir: str | Path) -> list[psutil.Process]:
     found: dict[int, psutil.Process] = {}
     for proc in psutil.process_iter(["cmdline"]):
         cmdline = proc.info["cmdline"] or []
-        if proc.pid not in spared and any(mark in arg for arg in cmdline for mark in marks):
+        # a Ray daemon of this temp dir: Ray's own program (its package path, or a ``ray::`` worker)
+        # naming the directory or one of its nodes; any other process that names them is left alone
+        ray_own = any("/ray/" in arg or arg.startswith("ray::") for arg in cmdline)
+        if proc.pid not in spared and ray_own and any(mark in arg for arg in cmdline for mark in marks):
             found[proc.pid] = proc
             try:
                 found.update({child.pid: child for child in proc.children(recursive=True)})
