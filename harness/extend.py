@@ -101,7 +101,7 @@ class ExtendReport:
         rows = []
         for node, seconds in self.node_seconds.items():
             res = self.nodes.get(node, {})
-            kind = ", ".join(f"{k} {v:g}" for k, v in sorted(res.items()) if k in ("CPU", "GPU") or not k.startswith(("node:", "memory", "object_store", "accelerator")))
+            kind = ", ".join(f"{k} {v:g}" for k, v in sorted(res.items()) if not k.startswith(("node:", "memory", "object_store", "accelerator")))
             devices = max(res.get("GPU", 0.0), 1.0)
             cost = devices * seconds * self.gpu_hour / 3600 if node in gen else 0.0
             rows.append({"node_kind": kind, "nodes": 1, "node_seconds": seconds, "device_usd": cost})
@@ -123,8 +123,9 @@ def error_kind(error: str) -> str:
     return f"{head}:{rest.split(':', 1)[0]}" if head in ("engine", "gold", "response") else head
 
 
-def plan(store: Store, config: ModelConfig, spec: ExtendSpec) -> tuple[pd.DataFrame, int]:
-    """The prompts to answer (work rows, :func:`harness.answering.work_rows`) and how many were already done."""
+def plan(store: Store, config: ModelConfig, spec: ExtendSpec, settings: Mapping[str, FamilySettings] | None = None) -> tuple[pd.DataFrame, int]:
+    """The prompts to answer (work rows, :func:`harness.answering.work_rows`) and how many were
+    already done; ``settings``: the store's families table (read here when not given)."""
     prompts = store.prompts(["sample_id", "task", "task_family", "prompt", "gold", "meta"])
     if prompts.empty:
         raise UserError(f"the store at {store.uri} has no prompts; `routerbench import` or `routerbench prompts import` first")
@@ -139,7 +140,7 @@ def plan(store: Store, config: ModelConfig, spec: ExtendSpec) -> tuple[pd.DataFr
     if spec.limit is not None:
         prompts = prompts.groupby("task_family", sort=True).head(spec.limit).reset_index(drop=True)
 
-    work = work_rows(prompts, config, spec.shots, store.families())
+    work = work_rows(prompts, config, spec.shots, store.families() if settings is None else settings)
     done = store.outcomes(["sample_id", "response", "score", "error", "config_hash"], models=[config.name])
     # An answer is kept once the model gave one: a grading problem (missing gold, grader error) is
     # `regrade`'s to fix from the stored response, only engine failures are asked again.
@@ -216,7 +217,8 @@ def extend(
     import ray
     from ray.util.annotations import RayDeprecationWarning
 
-    work, already = plan(store, config, spec)
+    families = store.families()  # read once: planning renders with it, grading reads its settings
+    work, already = plan(store, config, spec, families)
     if not work.empty:
         config, spec = preflight(config, spec, set(work["grader"].dropna().astype(str)), address)
     progress = Progress(total=len(work))
@@ -255,7 +257,7 @@ def extend(
             **engine.stage_resources(config),
             max_restarts=0,  # a restarted engine would answer a batch twice; failures are recorded instead
         )
-    ds = ds.map_batches(grade_batch, fn_kwargs={"options": spec.grader_options, "families": store.families()}, batch_size=size, batch_format="pandas", num_cpus=1, **grade_args)
+    ds = ds.map_batches(grade_batch, fn_kwargs={"options": spec.grader_options, "families": families}, batch_size=size, batch_format="pandas", num_cpus=1, **grade_args)
 
     pending: list[pd.DataFrame] = []
     placed: list[pd.DataFrame] = []

@@ -47,7 +47,7 @@ def _grader_names(rows: pd.DataFrame, families: Mapping) -> list[str]:
     return names
 
 
-def stale_grades(store: Store, models: list[str] | None = None, grader_options: Mapping[str, Any] | None = None) -> pd.DataFrame:
+def stale_grades(store: Store, models: list[str] | None = None, grader_options: Mapping[str, Any] | None = None, families: Mapping | None = None) -> pd.DataFrame:
     """Outcomes with a response whose grade is out of date and that this run can grade again (see
     :func:`harness.grading.regrade_options`), with ``grader_name`` (their family's grader) and
     ``grade_with`` (the options that rebuild it). Grades from the weaker sandbox are stale, except to
@@ -63,7 +63,7 @@ def stale_grades(store: Store, models: list[str] | None = None, grader_options: 
     keys = list(
         zip(
             [g if isinstance(g, str) else None for g in rows["grader"]],
-            _grader_names(rows, store.families()),
+            _grader_names(rows, store.families() if families is None else families),
             rows["error"].fillna("").str.startswith(("grader:", "gold:")),
         )
     )
@@ -82,8 +82,8 @@ def regrade(
 ) -> dict[str, int]:
     """Grade stale outcomes again from their stored responses; returns regraded counts per model.
     ``grader_options`` are the run's (``{"judge": path, "unsafe_sandbox": True}``)."""
-    rows = stale_grades(store, models, dict(grader_options or {}))
-    families = store.families()
+    families = store.families()  # read once: grader names, then their settings
+    rows = stale_grades(store, models, dict(grader_options or {}), families)
     counts: dict[str, int] = {}
     tags = rows["grade_with"].map(lambda o: "+".join(o.tags()))
     for (name, _), group in rows.groupby([rows["grader_name"], tags], sort=True):
