@@ -85,6 +85,9 @@ class Resources(_Strict):
     tensor_parallel_size: int = Field(1, ge=1)
     replicas: int = Field(1, ge=1)
     cpus: float = Field(1, ge=0)
+    #: Ray custom resources the engine needs on its node, e.g. ``{egress: 1}``: it (and every actor
+    #: it starts) runs only on the nodes of a cluster.yaml type that declares them.
+    custom: dict[str, Annotated[float, Field(gt=0)]] = Field(default_factory=dict)
 
 
 class Chat(_Strict):

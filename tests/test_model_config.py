@@ -59,6 +59,7 @@ GOOD = {"name": "m", "provider": "openai", "model": "gpt-x", "api_key_env": "OPE
         ({"resources": {"tensor_parallel_size": 2, "gpus": 1}}, "resources.gpus"),
         ({"limits": {"backoff_s": 5, "max_backoff_s": 1}}, "limits.max_backoff_s"),
         ({"model": ""}, "model"),
+        ({"resources": {"custom": {"egress": 0}}}, "resources.custom.egress"),
     ],
 )
 def test_bad_field_is_one_line_naming_file_and_field(tmp_path: Path, change: dict, field: str) -> None:
@@ -111,3 +112,17 @@ def test_config_hash_ignores_prices_and_limits() -> None:
     a = ModelConfig(**GOOD)
     assert a.config_hash() == ModelConfig(**GOOD, price={"input_per_mtok": 3}, limits={"requests_per_min": 5}).config_hash()
     assert a.config_hash() != ModelConfig(**GOOD, sampling={"temperature": 0.7}).config_hash()
+
+
+def test_custom_resources_place_the_engine_not_the_hash() -> None:
+    """``resources.custom`` goes to the Ray actor that holds the engine (vLLM: each replica, the
+    stage itself takes nothing); where a model runs is not what it answers (same config hash)."""
+    from harness.components import engine_class
+
+    egress = ModelConfig(**GOOD, resources={"custom": {"egress": 1}})
+    assert egress.engine.stage_resources(egress) == {"num_cpus": 0, "resources": {"egress": 1.0}}
+    assert ModelConfig(**GOOD).engine.stage_resources(ModelConfig(**GOOD)) == {"num_cpus": 0}
+    local = ModelConfig(name="g", provider="llama_cpp", model="m", resources={"gpus": 1, "custom": {"egress": 1}})
+    assert local.engine.stage_resources(local) == {"num_cpus": 0, "num_gpus": 1, "resources": {"egress": 1.0}}
+    assert engine_class("vllm").stage_resources(ModelConfig(name="v", provider="vllm", model="m", resources={"custom": {"egress": 1}})) == {"num_cpus": 0}
+    assert egress.config_hash() == ModelConfig(**GOOD).config_hash()

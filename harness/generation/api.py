@@ -211,7 +211,7 @@ class ApiEngine(Engine):
         name = limiter_name(self.config.provider, self.config.base_url, key.reveal(), self.config.model)
         self.limiter = get_limiter(name, self.config.limits)
         options: dict[str, Any] = {"num_cpus": 0, "max_concurrency": 10_000}
-        if self.pin_to_this_node:
+        if self.pin_to_this_node or self.config.resources.custom:  # custom: the stage holding this engine took them
             from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
             options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)

@@ -98,6 +98,11 @@ def check_unique(requests: Iterable[Request]) -> list[Request]:
     return batch
 
 
+def custom_resources(config: ModelConfig) -> dict[str, Any]:
+    """Ray options for the config's custom resources (``resources.custom``; none: no option)."""
+    return {"resources": dict(config.resources.custom)} if config.resources.custom else {}
+
+
 class Engine(ABC):
     """Answers requests for one model config. Use as a context manager (or call :meth:`close`)
     so that servers, actors and connections are released.
@@ -121,8 +126,9 @@ class Engine(ABC):
     @classmethod
     def stage_resources(cls, config: ModelConfig) -> dict[str, float]:
         """Ray resources of the process that holds the engine (the pipeline's generate stage);
-        engines that start actors of their own (vLLM replicas, API callers) reserve there instead."""
-        return {"num_cpus": 0}
+        engines that start actors of their own (vLLM replicas, API callers) reserve there instead.
+        The config's custom resources (``resources.custom``) place the stage on the nodes that have them."""
+        return {"num_cpus": 0, **custom_resources(config)}
 
     def __init__(self, config: ModelConfig) -> None:
         self.config = config

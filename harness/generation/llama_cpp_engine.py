@@ -32,7 +32,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from harness.errors import UserError
-from harness.generation.base import Engine, Request, Result
+from harness.generation.base import Engine, Request, Result, custom_resources
 from harness.generation.cost import DeviceClock
 from harness.generation.openai_engine import OpenAIEngine
 from harness.model_config import ModelConfig, Price
@@ -156,7 +156,7 @@ class LlamaCppEngine(Engine):
     @classmethod
     def stage_resources(cls, config: ModelConfig) -> dict[str, float]:
         # The server runs beside the stage that holds the engine: the stage takes the config's GPUs.
-        return {"num_cpus": 0, **({"num_gpus": config.resources.gpus} if config.resources.gpus else {})}
+        return {"num_cpus": 0, **({"num_gpus": config.resources.gpus} if config.resources.gpus else {}), **custom_resources(config)}
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__(config)

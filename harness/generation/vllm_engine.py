@@ -22,7 +22,7 @@ from typing import Any
 from harness.errors import UserError
 from harness.generation.actor_pool import run_chunks
 from harness.generation.api import with_system
-from harness.generation.base import Engine, Request, Result, check_unique
+from harness.generation.base import Engine, Request, Result, check_unique, custom_resources
 from harness.generation.cost import DeviceClock
 from harness.ray_runtime import ensure_ray
 from harness.model_config import ModelConfig
@@ -129,6 +129,10 @@ class VLLMEngine(Engine):
     self_hosted = True
 
     @classmethod
+    def stage_resources(cls, config: ModelConfig) -> dict[str, float]:
+        return {"num_cpus": 0}  # the replicas take the config's resources, custom ones too
+
+    @classmethod
     def batch_size(cls, config: ModelConfig) -> int:
         return 256 * config.resources.replicas  # vLLM batches internally: big batches keep the GPUs full
 
@@ -143,7 +147,7 @@ class VLLMEngine(Engine):
         ray = ensure_ray()
         res = self.config.resources
         env = {**QUIET, **self.config.env}
-        actor = ray.remote(VLLMReplica).options(num_gpus=res.gpus, num_cpus=res.cpus, runtime_env={"env_vars": env})
+        actor = ray.remote(VLLMReplica).options(num_gpus=res.gpus, num_cpus=res.cpus, runtime_env={"env_vars": env}, **custom_resources(self.config))
         self._replicas = [actor.remote(self.config) for _ in range(res.replicas)]
         try:
             ray.get([r.ready.remote() for r in self._replicas])
