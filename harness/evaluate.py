@@ -20,7 +20,7 @@ from harness.calibration import CalibrationResult, CalibrationTarget, calibrate_
 from harness.store import Store
 from harness.errors import UserError
 from harness.matrix import OutcomeMatrix, concat_matrices, outcome_matrices
-from harness.ray_runtime import ensure_ray
+from harness.ray_runtime import ensure_ray, node_id
 from harness.splits import Fold, parse_split
 from harness.embeddings import DEFAULT_EMBED_BACKEND, DEFAULT_EMBED_TEXT, DEFAULT_EMBEDDER, attach_features
 from harness.model_config import load_model_configs
@@ -103,6 +103,9 @@ class FamilyResult:
         ]
 
 
+PLACEMENT_COLUMNS = ["task_family", "router", "config", "node_id"]
+
+
 @dataclass
 class EvalResult:
     points: pd.DataFrame
@@ -111,6 +114,8 @@ class EvalResult:
     families: list[FamilyResult] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # families without a prompt every pool model answered
     calibrated: list[CalibrationResult] = field(default_factory=list)  # with --target-cost/--target-share
+    #: Where each routing task ran on Ray: ``task_family, router, config, node_id`` (empty when run without Ray).
+    placement: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=PLACEMENT_COLUMNS))
 
 
 # ---------------------------------------------------------------------- per-task work
@@ -123,6 +128,11 @@ def complete_folds(folds: list[Fold]) -> tuple[list[Fold], int]:
         left_out += int((~test_ok).sum())
         kept.append(Fold(f.train, f.test.take(test_ok)))
     return kept, left_out
+
+
+def route_folds_placed(router: Router, folds: list[Fold]) -> tuple[Routing, str | None]:
+    """:func:`route_folds` and the Ray node it ran on (a routing task's two returns)."""
+    return route_folds(router, folds), node_id()
 
 
 def route_folds(router: Router, folds: list[Fold]) -> Routing:
@@ -267,8 +277,9 @@ def evaluate(
         raise UserError(f"no task family has test prompts with an outcome for every model of its pool ({', '.join(skipped)})")
     calibrated = [s for r in routers if supports_calibration(r) for s in r.settings()] if targets else []
 
+    placement = pd.DataFrame(columns=PLACEMENT_COLUMNS)
     if parallel:
-        summaries, calibrations = _run_ray(prepared, routers, spec, address, on_progress, calibrated, targets)
+        summaries, calibrations, placement = _run_ray(prepared, routers, spec, address, on_progress, calibrated, targets)
     else:
         summaries = {
             fam: summarise_family(fam, concat_matrices([fold.test for fold in folds]), spec, *[route_folds(r, folds) for r in routers])
@@ -316,6 +327,7 @@ def evaluate(
         families=results,
         skipped=skipped,
         calibrated=calibrations,
+        placement=placement,
     )
 
 
@@ -345,20 +357,24 @@ def _run_ray(
     on_progress: Callable[[int, int], None] | None,
     calibrated: list[Router],
     targets: tuple[CalibrationTarget, ...],
-) -> tuple[dict[str, tuple[pd.DataFrame, pd.DataFrame]], list[CalibrationResult]]:
+) -> tuple[dict[str, tuple[pd.DataFrame, pd.DataFrame]], list[CalibrationResult], pd.DataFrame]:
+    """Routing tasks (and calibrations) spread over the cluster's nodes; returns each family's
+    summary, the calibrations and where each routing task ran."""
     import ray
     from ray.exceptions import RayTaskError
 
     ensure_ray(address)
     _plugin_modules_by_value(spec.routers)
-    route_task = ray.remote(route_folds)
+    # SPREAD: the routers' fits are the CPU-heavy part; on one node it changes nothing.
+    route_task = ray.remote(num_returns=2, scheduling_strategy="SPREAD")(route_folds_placed)
     summary_task = ray.remote(summarise_family)
-    calibrate_task = ray.remote(calibrate_folds)
+    calibrate_task = ray.remote(scheduling_strategy="SPREAD")(calibrate_folds)
     all_refs: list[Any] = []
-    summary_refs, calibration_refs = {}, []
+    summary_refs, calibration_refs, node_refs = {}, [], []
     for family, (folds, _) in prepared.items():
         folds_ref = ray.put(folds)
-        routing_refs = [route_task.remote(r, folds_ref) for r in routers]
+        routing_refs, where = zip(*[route_task.remote(r, folds_ref) for r in routers])
+        node_refs += [(family, r.name, r.label, ref) for r, ref in zip(routers, where)]
         calibration_refs += [calibrate_task.remote(r, folds_ref, targets, mix=True) for r in calibrated]
         # Top-level ObjectRef arguments reach the task as values; the driver never holds the routings.
         summary_refs[family] = summary_task.remote(family, ray.put(concat_matrices([f.test for f in folds])), spec, *routing_refs)
@@ -376,4 +392,5 @@ def _run_ray(
         if isinstance(exc.cause, UserError):
             raise exc.cause from None
         raise
-    return {f: ray.get(ref) for f, ref in summary_refs.items()}, [c for ref in calibration_refs for c in ray.get(ref)]
+    placement = pd.DataFrame([(*names, ray.get(ref)) for *names, ref in node_refs], columns=PLACEMENT_COLUMNS)
+    return {f: ray.get(ref) for f, ref in summary_refs.items()}, [c for ref in calibration_refs for c in ray.get(ref)], placement

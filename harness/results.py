@@ -108,6 +108,8 @@ class RunRecord(BaseModel):
     sources: list[str] = []
     rerun_of: Optional[str] = None
     environment: Optional[Environment] = None
+    #: Where each routing task ran: ``{task_family, router, config, node_id}`` (Ray node ids; None without Ray).
+    placement: Optional[list[dict[str, Optional[str]]]] = None
 
     @field_validator("spec", mode="before")
     @classmethod
@@ -124,7 +126,9 @@ class RunRecord(BaseModel):
         return self.dataset
 
     @classmethod
-    def of(cls, spec: EvalSpec, store: Store, label: str | None = None, sources: list[str] | tuple[str, ...] = (), rerun_of: str | None = None) -> RunRecord:
+    def of(
+        cls, spec: EvalSpec, store: Store, label: str | None = None, sources: list[str] | tuple[str, ...] = (), rerun_of: str | None = None, placement: pd.DataFrame | None = None
+    ) -> RunRecord:
         """The record of evaluating ``spec`` on ``store`` (pinned: its versions are what was read), now."""
         return cls(
             dataset=label,
@@ -138,6 +142,7 @@ class RunRecord(BaseModel):
             sources=list(sources),
             rerun_of=rerun_of,
             environment=Environment.current(),
+            placement=placement.to_dict("records") if placement is not None and len(placement) else None,
         )
 
     def to_json(self) -> str:
@@ -348,7 +353,7 @@ def run_evaluation(
     results = Results(
         points=result.points,
         aiq=result.aiq,
-        record=RunRecord.of(spec, st, label, sources=sources, rerun_of=rerun_of),
+        record=RunRecord.of(spec, st, label, sources=sources, rerun_of=rerun_of, placement=result.placement),
         calibrated=calibration_rows(result.calibrated) if result.calibrated else None,
         summary=result.summary,
     )

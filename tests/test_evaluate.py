@@ -39,6 +39,10 @@ def test_ray_run_equals_sequential_run(imported_store: Store, sequential_result,
     on_ray = evaluate(imported_store, ALL_ROUTERS, parallel=True)
     pd.testing.assert_frame_equal(on_ray.points, sequential_result.points)
     pd.testing.assert_frame_equal(on_ray.aiq, sequential_result.aiq)
+    # where each router's routing task ran (one per family and router setting; none without Ray)
+    placed = on_ray.placement
+    assert set(placed["task_family"]) == set(on_ray.summary["task_family"]) and not placed.duplicated(["task_family", "router", "config"]).any()
+    assert placed["node_id"].notna().all() and set(placed["router"]) == set(on_ray.points["router"]) - {"zero"} and sequential_result.placement.empty
 
 
 def test_points_and_aiq_shapes(sequential_result) -> None:
