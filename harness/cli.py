@@ -361,6 +361,8 @@ def _evaluate_and_print(
             console.print(f"  {model} has outcomes for {covered} of {fam.prompts} prompts: only those are evaluated (--models picks the pool)")
     if result.skipped:
         console.print(f"skipped {', '.join(result.skipped)}: no test prompt has an outcome for every model of the family's pool")
+    if len(result.placement):
+        console.print(f"{len(result.placement)} routing tasks ran on {result.placement['node_id'].nunique()} Ray node(s) (run.json: placement)")
     if result.calibrated:
         from harness.calibration import calibration_table
 
@@ -417,6 +419,7 @@ def extend(
     out: Annotated[str, typer.Option(help="With --evaluate: directory (or URI) for the evaluation's results.")] = "results",
     unsafe_sandbox: UnsafeSandboxOpt = False,
     placement_log: Annotated[Optional[Path], typer.Option(help="Write which Ray node answered and graded each prompt (JSON) here.")] = None,
+    lost_node_retries: Annotated[int, typer.Option(min=0, help="After a Ray node or worker is lost mid-run, keep what came back and answer the rest again, up to N times.")] = 3,
 ) -> None:
     """Run a model over the store's prompts, grade every answer and append the outcomes (resumable)."""
     from harness.model_config import load_model_config
@@ -425,7 +428,9 @@ def extend(
 
     st = open_store(store)
     config = load_model_config(model)
-    spec = ExtendSpec(families=_csv(tasks), limit=limit, shots=shots, commit_every=commit_every, grader_options=_grader_options(judge, unsafe_sandbox))
+    spec = ExtendSpec(
+        families=_csv(tasks), limit=limit, shots=shots, commit_every=commit_every, grader_options=_grader_options(judge, unsafe_sandbox), lost_node_retries=lost_node_retries
+    )
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[status]}"), TimeElapsedColumn())
     with progress(console, *columns) as bar:
         task = bar.add_task(f"extend {config.name}", total=None, status="planning")
@@ -439,6 +444,8 @@ def extend(
         f"{config.name}: {report.planned} prompts to do ({report.skipped_done} already done), "
         f"{report.appended} outcomes appended, {report.graded} graded, ${report.spend_usd:.4f} spent"
     )
+    for lost in report.lost:
+        console.print(f"  resumed after a lost Ray node or worker ({lost})", highlight=False)
     if report.errors:
         console.print("  errors (recorded per outcome; a rerun retries them): " + ", ".join(f"{k} {v}" for k, v in sorted(report.errors.items())))
     usage = report.node_usage()

@@ -34,7 +34,7 @@ import time
 import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 import pandas as pd
@@ -44,7 +44,7 @@ from harness.errors import UserError
 from harness.grading import family_settings, grade_frame, grader_class, make_grader, prepare_options
 from harness.model_config import ModelConfig
 from harness.prompt_meta import FamilySettings
-from harness.ray_runtime import ensure_ray, joins_cluster, keyless_runtime_env, node_id, node_seconds
+from harness.ray_runtime import ensure_ray, joins_cluster, keyless_runtime_env, lost_with_a_node, node_id, node_seconds
 from harness.store import Store
 
 
@@ -56,6 +56,7 @@ class ExtendSpec:
     commit_every: int = 64
     batch_size: int | None = None  # prompts per generation batch (default from the config's concurrency)
     sample_ids: tuple[str, ...] | None = None  # restrict to these prompts (refresh's stale rows)
+    lost_node_retries: int = 3  # times a run resumes after a lost Ray node or worker
     # Options for every grader that declares them: {"judge": "model_configs/j.yaml", "unsafe_sandbox": True}.
     grader_options: dict[str, Any] = field(default_factory=dict)
 
@@ -93,6 +94,8 @@ class ExtendReport:
     node_seconds: dict[str, float] = field(default_factory=dict)
     #: $ per device-hour of the model (self-hosted: ``price.gpu_hour``; 0 for an API model).
     gpu_hour: float = 0.0
+    #: Each loss of a Ray node or worker the run resumed after (the error, what was re-planned).
+    lost: list[str] = field(default_factory=list)
 
     def node_usage(self) -> pd.DataFrame:
         """Per kind of node (its resources): nodes, node-seconds, and for the nodes that answered with
@@ -205,34 +208,10 @@ def preflight(config: ModelConfig, spec: ExtendSpec, graders: set[str], address:
     return config, replace(spec, grader_options=options)
 
 
-def extend(
-    store: Store,
-    config: ModelConfig,
-    spec: ExtendSpec,
-    *,
-    address: str | None = None,
-    on_progress: Callable[[Progress], None] | None = None,
-) -> ExtendReport:
-    """Answer, grade and append every planned prompt for ``config``'s model."""
+def _pipeline(work: pd.DataFrame, config: ModelConfig, spec: ExtendSpec, families: Mapping[str, FamilySettings]) -> Iterator[pd.DataFrame]:
+    """Graded batches of ``work`` as they come: the engine's actor answers, grading tasks grade."""
     import ray
     from ray.util.annotations import RayDeprecationWarning
-
-    families = store.families()  # read once: planning renders with it, grading reads its settings
-    work, already = plan(store, config, spec, families)
-    if not work.empty:
-        config, spec = preflight(config, spec, set(work["grader"].dropna().astype(str)), address)
-    progress = Progress(total=len(work))
-    report = ExtendReport(config.name, len(work), 0, 0, {}, 0.0, already)
-    if on_progress:
-        on_progress(progress)
-    if work.empty:
-        return report
-    ensure_ray(address)
-    started = time.time()
-    ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = False  # the driver shows one bar for the whole pipeline
-    ctx.execution_options.preserve_order = False
-    logging.getLogger("ray.data").setLevel(logging.ERROR)
 
     engine = config.engine
     size = spec.batch_size or engine.batch_size(config)
@@ -255,9 +234,43 @@ def extend(
             # Two batches in flight on the one engine: no idle tail while a batch's last answers finish.
             compute=ray.data.ActorPoolStrategy(size=1, max_tasks_in_flight_per_actor=2, max_concurrent_calls_per_actor=2, enable_true_multi_threading=True),
             **engine.stage_resources(config),
-            max_restarts=0,  # a restarted engine would answer a batch twice; failures are recorded instead
+            # A restarted engine would answer a batch twice; a lost one fails the pipeline, and
+            # extend re-plans what did not come back (spec.lost_node_retries).
+            max_restarts=0,
         )
     ds = ds.map_batches(grade_batch, fn_kwargs={"options": spec.grader_options, "families": families}, batch_size=size, batch_format="pandas", num_cpus=1, **grade_args)
+    yield from ds.iter_batches(batch_size=None, batch_format="pandas", prefetch_batches=1)
+
+
+def extend(
+    store: Store,
+    config: ModelConfig,
+    spec: ExtendSpec,
+    *,
+    address: str | None = None,
+    on_progress: Callable[[Progress], None] | None = None,
+) -> ExtendReport:
+    """Answer, grade and append every planned prompt for ``config``'s model. A Ray node (or worker)
+    lost mid-run loses only what was in flight there: the rest is kept and that is re-planned and
+    answered again, up to ``spec.lost_node_retries`` times."""
+    import ray
+
+    families = store.families()  # read once: planning renders with it, grading reads its settings
+    work, already = plan(store, config, spec, families)
+    if not work.empty:
+        config, spec = preflight(config, spec, set(work["grader"].dropna().astype(str)), address)
+    progress = Progress(total=len(work))
+    report = ExtendReport(config.name, len(work), 0, 0, {}, 0.0, already)
+    if on_progress:
+        on_progress(progress)
+    if work.empty:
+        return report
+    ensure_ray(address)
+    started = time.time()
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False  # the driver shows one bar for the whole pipeline
+    ctx.execution_options.preserve_order = False
+    logging.getLogger("ray.data").setLevel(logging.ERROR)
 
     pending: list[pd.DataFrame] = []
     placed: list[pd.DataFrame] = []
@@ -273,24 +286,38 @@ def extend(
         if len(rows):
             pending.append(rows)
 
-    for batch in ds.iter_batches(batch_size=None, batch_format="pandas", prefetch_batches=1):
-        pending.append(batch)
-        placed.append(batch[PLACEMENT_COLUMNS])
-        progress.done += len(batch)
-        errors = batch["error"].dropna()
-        progress.errors += len(errors)
-        progress.spend_usd += float(batch["cost_usd"].fillna(0).sum())
-        for error in errors:
-            kind = error_kind(str(error))
-            report.errors[kind] = report.errors.get(kind, 0) + 1
-        report.graded += int(batch["score"].notna().sum())
-        flush()
-        if on_progress:
-            on_progress(progress)
+    for attempt in range(spec.lost_node_retries + 1):
+        try:
+            for batch in _pipeline(work, config, spec, families):
+                pending.append(batch)
+                placed.append(batch[PLACEMENT_COLUMNS])
+                progress.done += len(batch)
+                errors = batch["error"].dropna()
+                progress.errors += len(errors)
+                progress.spend_usd += float(batch["cost_usd"].fillna(0).sum())
+                for error in errors:
+                    kind = error_kind(str(error))
+                    report.errors[kind] = report.errors.get(kind, 0) + 1
+                report.graded += int(batch["score"].notna().sum())
+                flush()
+                if on_progress:
+                    on_progress(progress)
+            break
+        except Exception as exc:
+            if not lost_with_a_node(exc):
+                raise
+            # What came back before the loss is graded and kept; the rest, in flight there, is redone.
+            flush(final=True)
+            if attempt == spec.lost_node_retries:
+                raise
+            answered = set(pd.concat(placed)["sample_id"]) if placed else set()
+            work = work[~work["sample_id"].isin(answered)].reset_index(drop=True)
+            report.lost.append(f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}; {len(work)} prompts re-planned")
+            logging.getLogger(__name__).warning("extend %s: a Ray node or worker was lost (%s); resuming %d prompts", config.name, type(exc).__name__, len(work))
     flush(final=True)
     report.spend_usd = progress.spend_usd
     report.placement = pd.concat(placed, ignore_index=True) if placed else report.placement
     report.nodes = {n["NodeID"]: dict(n.get("Resources") or {}) for n in ray.nodes()}
     report.node_seconds = node_seconds(set(report.placement["generated_on"].dropna()) | set(report.placement["graded_on"].dropna()), started)
-    report.gpu_hour = config.price.gpu_hour if engine.self_hosted else 0.0
+    report.gpu_hour = config.price.gpu_hour if config.engine.self_hosted else 0.0
     return report

@@ -60,6 +60,21 @@ def ensure_ray(address: str | None = None) -> ModuleType:
     return ray
 
 
+def lost_with_a_node(exc: BaseException) -> bool:
+    """Whether ``exc`` (or an error it was raised from) is Ray losing a node, a worker or an actor,
+    rather than an error of the work: what was in flight there can be done again elsewhere."""
+    from ray import exceptions as rx
+
+    lost = (rx.ActorDiedError, rx.ActorUnavailableError, rx.NodeDiedError, rx.ObjectLostError, rx.OwnerDiedError, rx.WorkerCrashedError, rx.LocalRayletDiedError)
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, lost) or isinstance(getattr(exc, "cause", None), lost):  # a RayTaskError wraps its cause
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
 def joins_cluster(address: str | None = None) -> bool:
     """Whether :func:`ensure_ray` would join an existing cluster rather than start a local Ray."""
     return (address or os.environ.get("RAY_ADDRESS") or "local") != "local"

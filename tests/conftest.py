@@ -66,6 +66,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def _node_args(num_cpus: float, resources: str) -> list[str]:
+    """`ray start` arguments every test node takes: 127.0.0.1, its agents' ports explicit, its resources."""
+    return [
+        "--node-ip-address", "127.0.0.1", "--dashboard-agent-listen-port", str(free_port()), "--dashboard-agent-grpc-port", str(free_port()),
+        "--metrics-export-port", str(free_port()), "--runtime-env-agent-port", str(free_port()),
+        "--disable-usage-stats", "--num-cpus", f"{num_cpus:g}", "--resources", resources,
+    ]  # fmt: skip
+
+
 def start_ray_head(
     temp_dir: str, num_cpus: int = 2, resources: str = '{"sandbox": 2}', extra_env: dict | None = None, extra_args: list[str] = (), gcs_port: int | None = None
 ) -> dict:
@@ -82,12 +91,9 @@ def start_ray_head(
     env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "RAY_AUTH_MODE": "disabled", **(extra_env or {})}
     gcs, dashboard = gcs_port or free_port(), free_port()
     start = [
-        str(ray_cli), "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(gcs),
+        str(ray_cli), "start", "--head", "--port", str(gcs),
         "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard), "--include-dashboard=true",
-        "--dashboard-agent-listen-port", str(free_port()), "--dashboard-agent-grpc-port", str(free_port()),
-        "--metrics-export-port", str(free_port()), "--runtime-env-agent-port", str(free_port()),
-        "--ray-client-server-port", str(free_port()),
-        "--disable-usage-stats", "--num-cpus", str(num_cpus), "--resources", resources, "--temp-dir", temp_dir, *extra_args,
+        "--ray-client-server-port", str(free_port()), *_node_args(num_cpus, resources), "--temp-dir", temp_dir, *extra_args,
     ]  # fmt: skip
     subprocess.run(start, env=env, check=True, capture_output=True, timeout=180)
     from tests.ray_processes import ray_processes
@@ -96,6 +102,29 @@ def start_ray_head(
     # the PIDs to stop, recorded now, while the only processes naming this temp dir are this head's
     procs = ray_processes(temp_dir)
     return {"address": address, "gcs": f"127.0.0.1:{gcs}", "env": {**env, "RAY_ADDRESS": address}, "ray": str(ray_cli), "temp_dir": temp_dir, "procs": procs}
+
+
+def start_ray_worker(head: dict, num_cpus: float, resources: str, object_store_memory: int = 200 * 2**20) -> str:
+    """`ray start --address` one more node of ``head``'s cluster on this machine, with its own resources;
+    returns its node id. Its processes live in the head's temp dir (:func:`tests.ray_processes.ray_processes`)."""
+    import subprocess
+
+    before = _alive_nodes(head)
+    start = [head["ray"], "start", "--address", head["gcs"], *_node_args(num_cpus, resources), "--object-store-memory", str(object_store_memory)]
+    subprocess.run(start, env=head["env"], check=True, capture_output=True, timeout=180)
+    import time
+
+    deadline = time.monotonic() + 120
+    while not (new := _alive_nodes(head) - before):
+        assert time.monotonic() < deadline, "the worker node did not join"
+        time.sleep(0.5)
+    return new.pop()
+
+
+def _alive_nodes(head: dict) -> set[str]:
+    from ray.util.state import list_nodes
+
+    return {n.node_id for n in list_nodes(address=head["address"], filters=[("state", "=", "ALIVE")], limit=1000)}
 
 
 @pytest.fixture(scope="session")

@@ -27,6 +27,7 @@ from harness.store import EMBEDDINGS, Store
 from harness.errors import UserError
 from harness.outcome_import import load_sources
 from tests.conftest import SHARED_DATA, require_shared
+from tests.echo import echo_config, write_echo_prompts
 
 FAMILIES = {"mbpp": "mbpp_test.csv", "winogrande": "winograde_test.csv"}
 PER_FAMILY = 30
@@ -446,14 +447,12 @@ def test_every_embed_text_embeds_its_own_text(base_store: Path, tmp_path: Path, 
 
 
 # ----------------------------------------------------------------------------- regrade / reprice
-WORDS = ["yes", "no", "maybe"]
 N_ECHO = 12
 
 
 def echo_prompts(tmp: Path, store: str) -> pd.DataFrame:
-    """A generic prompt set (exact-match): prompt i is one word, its gold answer another."""
-    rows = pd.DataFrame({"sample_id": [f"g{i:03d}" for i in range(N_ECHO)], "prompt": [WORDS[i % 3] for i in range(N_ECHO)], "gold": [WORDS[(i // 2) % 3] for i in range(N_ECHO)], "task": "echo"})
-    rows.to_json(tmp / "echo.jsonl", orient="records", lines=True)
+    """The echo prompt set (:mod:`tests.echo`), imported into ``store``."""
+    rows = write_echo_prompts(tmp / "echo.jsonl", N_ECHO)
     assert f"{N_ECHO}" in cli("prompts", "import", "generic", tmp / "echo.jsonl", "--store", store)
     return rows
 
@@ -560,15 +559,8 @@ class JudgeServer:
 
 
 def model_file(tmp: Path, name: str, url: str, max_tokens: int = 4) -> Path:
-    doc = {
-        "name": name, "provider": "openai_compatible", "model": "fault-model", "base_url": url,
-        "price": {"input_per_mtok": 1.0, "output_per_mtok": 2.0},
-        "limits": {"timeout_s": 5.0, "backoff_s": 0.01, "max_backoff_s": 0.05, "max_retries": 2, "max_concurrency": 4},
-        "sampling": {"max_tokens": max_tokens},
-    }  # fmt: skip
-    path = tmp / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(doc))
-    return path
+    limits = {"timeout_s": 5.0, "backoff_s": 0.01, "max_backoff_s": 0.05, "max_retries": 2, "max_concurrency": 4}
+    return echo_config(tmp, url, name, limits=limits, sampling={"max_tokens": max_tokens})
 
 
 def test_judge_scores_mtbench_answers_end_to_end_and_regrade_keeps_them(tmp_path: Path, ray_local) -> None:

@@ -126,6 +126,60 @@ def test_engine_failures_are_recorded_and_a_rerun_retries_them(echo_store, serve
     assert {"g003", "g004"} <= set(server.ledger.served()) and again.appended >= 2
 
 
+def losing_pipeline(monkeypatch: pytest.MonkeyPatch, error: Exception, times: int = 1) -> list[list[str]]:
+    """Make the pipeline fail with ``error`` after its first batch, the first ``times`` runs (as Ray
+    does when a node holding the engine is lost: tests/test_multi_node.py kills a real one); returns
+    the sample_ids each run was given."""
+    import harness.extend as ext
+
+    real, given = ext._pipeline, []
+
+    def pipeline(work, *args):  # noqa: ANN001, ANN002
+        given.append(sorted(work["sample_id"]))
+        batches = real(work, *args)
+        if len(given) <= times:
+            yield next(batches)
+            batches.close()
+            raise error
+        yield from batches
+
+    monkeypatch.setattr(ext, "_pipeline", pipeline)
+    return given
+
+
+def test_a_lost_engine_keeps_what_came_back_and_answers_the_rest_again(echo_store, server, tmp_path, ray_local, monkeypatch) -> None:
+    from ray.exceptions import ActorDiedError
+
+    store, rows = echo_store
+    given = losing_pipeline(monkeypatch, ActorDiedError())
+    report = extend(store, load_model_config(config_file(tmp_path, server)), ExtendSpec(commit_every=5, batch_size=8))
+    assert len(given) == 2 and len(report.lost) == 1 and report.lost[0].startswith("ActorDiedError")
+    first = set(given[0]) - set(given[1])
+    assert len(first) == 8 and set(given[1]) < set(given[0])  # the batch that came back is not asked again
+    assert (report.planned, report.appended) == (N, N)
+    out = store.outcomes(models=["echo-model"])
+    assert len(out) == N and out["sample_id"].is_unique
+    assert store.history().query("table == 'outcomes'")["rows_added"].sum() == N
+    served = server.ledger.served()
+    assert all(served[s] == 1 for s in first) and set(served) == set(rows["sample_id"])
+
+
+def test_an_error_of_the_work_is_not_resumed_and_a_last_loss_keeps_what_came_back(echo_store, server, tmp_path, ray_local, monkeypatch) -> None:
+    from ray.exceptions import ActorDiedError
+
+    store, _ = echo_store
+    config = load_model_config(config_file(tmp_path, server))
+    given = losing_pipeline(monkeypatch, ValueError("a bug"))
+    with pytest.raises(ValueError, match="a bug"):
+        extend(store, config, ExtendSpec(batch_size=8))
+    assert len(given) == 1
+    given = losing_pipeline(monkeypatch, ActorDiedError(), times=5)
+    with pytest.raises(ActorDiedError):
+        extend(store, config, ExtendSpec(batch_size=8, lost_node_retries=1))
+    assert len(given) == 2
+    assert len(store.outcomes(models=["echo-model"])) == 16  # the two batches that came back, committed before the error
+
+
 def test_limit_takes_the_first_prompts_of_each_family_in_sample_id_order(echo_store, server, tmp_path, ray_local) -> None:
     store, _ = echo_store
     config = load_model_config(config_file(tmp_path, server))

@@ -22,11 +22,11 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import yaml
 
 from harness.store import CompactResult, Store
 from harness.errors import UserError
 from tests.conftest import ROOT, SHARED_DATA, require_shared
+from tests.echo import echo_config, echo_scores, write_echo_prompts
 
 GEMMA = ROOT / "model_configs" / "gemma3-270m-local.yaml"
 GEMMA_NAME = "gemma3-270m-local"
@@ -239,29 +239,6 @@ def test_local_model_on_an_s3_store(s3_server, bucket: str, routerbench_dir: Pat
 
 # ---------------------------------------------------------------- two extends at once, one S3 store
 ECHO_N = 30
-WORDS = ["yes", "no", "maybe"]
-
-
-def echo_prompts(path: Path, n: int = ECHO_N) -> pd.DataFrame:
-    """Prompts the fault server's echo answers: gold == prompt scores 1 under exact match."""
-    rows = pd.DataFrame({"sample_id": [f"g{i:03d}" for i in range(n)], "prompt": [WORDS[i % 3] for i in range(n)], "gold": [WORDS[(i // 2) % 3] for i in range(n)], "task": "echo"})
-    rows.to_json(path, orient="records", lines=True)
-    return rows
-
-
-def echo_config(tmp: Path, url: str, name: str) -> Path:
-    doc = {
-        "name": name,
-        "provider": "openai_compatible",
-        "model": "fault-model",
-        "base_url": url,
-        "price": {"input_per_mtok": 1.0, "output_per_mtok": 2.0},
-        "limits": {"timeout_s": 5.0, "backoff_s": 0.01, "max_backoff_s": 0.05, "max_retries": 2, "max_concurrency": 1},
-        "sampling": {"max_tokens": 1},
-    }
-    path = tmp / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(doc))
-    return path
 
 
 def extend_at_once(store_uri: str, configs: list[Path]) -> list[str]:
@@ -280,7 +257,7 @@ def extend_at_once(store_uri: str, configs: list[Path]) -> list[str]:
 def echo_store(s3_server, bucket: str, tmp_path: Path):
     from harness.generation.testing.fault_server import FaultPlan, FaultServer
 
-    rows = echo_prompts(tmp_path / "echo.jsonl")
+    rows = write_echo_prompts(tmp_path / "echo.jsonl", ECHO_N)
     store_uri = s3_server.uri(bucket, "store")
     ok(cli("prompts", "import", "generic", str(tmp_path / "echo.jsonl"), "--store", store_uri))
     # ~0.3 s an answer, one at a time: each extend commits over ~10 s, long enough for the two to overlap
@@ -294,7 +271,7 @@ def check_outcomes(s3_server, bucket: str, store_uri: str, rows: pd.DataFrame, m
     assert not outcomes.duplicated(["sample_id", "model"]).any()
     assert outcomes.groupby("model").size().to_dict() == {m: len(rows) for m in models}
     assert outcomes["error"].isna().all()
-    expected = (rows["prompt"] == rows["gold"]).astype(float).set_axis(rows["sample_id"])
+    expected = echo_scores(rows)
     for model, part in outcomes.groupby("model"):
         assert part.set_index("sample_id")["score"].sort_index().equals(expected.sort_index()), model
     theirs = delta_table(s3_server, bucket, "store/outcomes").to_pandas(columns=["sample_id", "model"])
@@ -390,7 +367,7 @@ def dead_endpoint(s3_server):
 def echo_file(tmp: Path) -> Path:
     path = tmp / "prompts" / "echo.jsonl"
     path.parent.mkdir(exist_ok=True)
-    echo_prompts(path, n=3)
+    write_echo_prompts(path, 3)
     return path
 
 
