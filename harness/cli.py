@@ -452,7 +452,8 @@ def extend(
     for r in usage.itertuples():
         console.print(f"  nodes ({r.node_kind}): {r.nodes} up {r.node_seconds:.1f} node-s" + (f", device cost ${r.device_usd:.4f}" if r.device_usd else ""))
     if len(usage):
-        console.print(f"  device cost ${usage['device_usd'].sum():.4f} (self-hosted, price.gpu_hour × GPUs × node-s), API spend ${0.0 if report.gpu_hour else report.spend_usd:.4f}")
+        how = "self-hosted, price.gpu_hour × GPUs × node-s" if config.engine.self_hosted else "an API model"
+        console.print(f"  device cost ${usage['device_usd'].sum():.4f} ({how}), API spend ${0.0 if config.engine.self_hosted else report.spend_usd:.4f}")
     if placement_log is not None:
         write_placement(report, placement_log)
         on = report.placement

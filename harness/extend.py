@@ -14,7 +14,10 @@
    workers must hold no API key. An engine failure skips grading; a grader error or missing gold
    is recorded as the outcome's ``error``, never a 0.
 4. **Append** (driver): graded rows are committed every ``commit_every`` rows, each commit atomic,
-   so a killed run loses at most the rows since the last commit and a rerun fills them in.
+   so a killed run loses at most the rows since the last commit and a rerun fills them in. A Ray
+   node or worker lost mid-run (Ray's own errors, :func:`harness.ray_runtime.lost_with_a_node`)
+   fails the pipeline; the run commits what came back, re-plans the rest and goes on, up to
+   ``lost_node_retries`` times: only what was in flight there is asked again.
 
 The report says where the work ran: per prompt, the Ray node that answered and the one that graded
 it (``placement``, ``--placement-log``), and per kind of node the node-seconds the run used and,
@@ -88,7 +91,7 @@ class ExtendReport:
     skipped_done: int
     #: Where each answered prompt ran: ``sample_id, generated_on, graded_on`` (Ray node ids).
     placement: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=PLACEMENT_COLUMNS))
-    #: The Ray nodes of the run by id, with their resources (``ray.nodes()`` at its end, dead ones too).
+    #: The Ray nodes of the run by id, with their resources (``ray.nodes()``: those at its start, and those added since).
     nodes: dict[str, dict[str, float]] = field(default_factory=dict)
     #: Seconds each node that answered or graded was up during the run (empty without Ray's state API).
     node_seconds: dict[str, float] = field(default_factory=dict)
@@ -110,6 +113,12 @@ class ExtendReport:
             rows.append({"node_kind": kind, "nodes": 1, "node_seconds": seconds, "device_usd": cost})
         frame = pd.DataFrame(rows, columns=["node_kind", "nodes", "node_seconds", "device_usd"])
         return frame.groupby("node_kind", as_index=False).sum().sort_values("node_kind", ignore_index=True)
+
+
+def _node_resources() -> dict[str, dict[str, float]]:
+    import ray
+
+    return {n["NodeID"]: dict(n.get("Resources") or {}) for n in ray.nodes()}
 
 
 def write_placement(report: ExtendReport, path: str | Path) -> None:
@@ -267,6 +276,7 @@ def extend(
         return report
     ensure_ray(address)
     started = time.time()
+    resources_at_start = _node_resources()  # a node lost mid-run has none by the end
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False  # the driver shows one bar for the whole pipeline
     ctx.execution_options.preserve_order = False
@@ -317,7 +327,7 @@ def extend(
     flush(final=True)
     report.spend_usd = progress.spend_usd
     report.placement = pd.concat(placed, ignore_index=True) if placed else report.placement
-    report.nodes = {n["NodeID"]: dict(n.get("Resources") or {}) for n in ray.nodes()}
+    report.nodes = {**resources_at_start, **{node: res for node, res in _node_resources().items() if res}}
     report.node_seconds = node_seconds(set(report.placement["generated_on"].dropna()) | set(report.placement["graded_on"].dropna()), started)
     report.gpu_hour = config.price.gpu_hour if config.engine.self_hosted else 0.0
     return report

@@ -8,6 +8,7 @@ Only this cluster's processes are stopped (:mod:`tests.ray_processes`, its own `
 
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
 import subprocess
@@ -128,8 +129,11 @@ def test_extend_loses_its_engines_node_mid_run_and_still_stores_every_outcome_on
         printed = job_ok(job["done"])
         served = server.ledger.served()
 
-    print(*[line for line in printed.splitlines() if line.startswith(("echo-egress", "  ")) and "[" not in line], sep="\n")  # the README's transcript (pytest -s)
+    lines = printed.splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith("echo-egress: "))
+    print(lines[at], *itertools.takewhile(lambda line: line.startswith("  "), lines[at + 1 :]), sep="\n")  # the README's transcript (pytest -s)
     assert "resumed after a lost Ray node or worker" in printed, printed[-4000:]
+    assert "nodes (CPU 2, egress 1): 1 up" in printed and "nodes (CPU 2, egress 1, sandbox 2): 1 up" in printed  # the lost node named too
     outcomes = Store(store).outcomes(["sample_id", "model", "score", "error"])
     assert len(outcomes) == n and outcomes["sample_id"].is_unique and outcomes["error"].isna().all()
     assert outcomes.set_index("sample_id")["score"].sort_index().equals(echo_scores(rows).sort_index())
