@@ -13,7 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsed
 from rich.table import Table
 
 from harness.store import AppendResult, Store
-from harness.errors import UserError
+from harness.errors import RunStopped, UserError
 from harness.generation.cli import generate
 from harness.outcome_import import EXPORTS, ImportBatch, load_sources
 from harness.cli_options import AddressOpt, StoreOpt, console, err_console, open_store
@@ -565,6 +565,9 @@ def main() -> None:
     except UserError as exc:
         err_console.print(f"error: {exc}", highlight=False, soft_wrap=True)
         sys.exit(2)
+    except RunStopped as exc:
+        err_console.print(f"error: {exc}", highlight=False, soft_wrap=True)
+        sys.exit(1)
     except KeyboardInterrupt:
         err_console.print("interrupted; the store keeps only completed commits, rerun to resume")
         sys.exit(130)

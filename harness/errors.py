@@ -7,3 +7,8 @@ message must name the file, field or value at fault and, where there is one, the
 
 class UserError(Exception):
     """Bad input or a bad request: shown to the user as a single line."""
+
+
+class RunStopped(Exception):
+    """A run that stopped on a failure outside its input (Ray lost nodes more often than it may
+    resume after) with everything it finished stored: one line, status 1, and a rerun resumes."""

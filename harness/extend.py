@@ -43,7 +43,7 @@ import numpy as np
 import pandas as pd
 
 from harness.answering import Answerer, work_rows
-from harness.errors import UserError
+from harness.errors import RunStopped, UserError
 from harness.grading import family_settings, grade_frame, grader_class, make_grader, prepare_options
 from harness.model_config import ModelConfig
 from harness.prompt_meta import FamilySettings
@@ -318,11 +318,15 @@ def extend(
                 raise
             # What came back before the loss is graded and kept; the rest, in flight there, is redone.
             flush(final=True)
-            if attempt == spec.lost_node_retries:
-                raise
             answered = set(pd.concat(placed)["sample_id"]) if placed else set()
             work = work[~work["sample_id"].isin(answered)].reset_index(drop=True)
-            report.lost.append(f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}; {len(work)} prompts re-planned")
+            what = f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:200]}"
+            if attempt == spec.lost_node_retries:
+                raise RunStopped(
+                    f"extend {config.name}: Ray lost a node or worker {attempt + 1} time(s), the last {what}; "
+                    f"{report.appended} outcomes are stored, {len(work)} prompts not done: rerun to resume"
+                ) from exc
+            report.lost.append(f"{what}; {len(work)} prompts re-planned")
             logging.getLogger(__name__).warning("extend %s: a Ray node or worker was lost (%s); resuming %d prompts", config.name, type(exc).__name__, len(work))
     flush(final=True)
     report.spend_usd = progress.spend_usd

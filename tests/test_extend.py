@@ -167,6 +167,8 @@ def test_a_lost_engine_keeps_what_came_back_and_answers_the_rest_again(echo_stor
 def test_an_error_of_the_work_is_not_resumed_and_a_last_loss_keeps_what_came_back(echo_store, server, tmp_path, ray_local, monkeypatch) -> None:
     from ray.exceptions import ActorDiedError
 
+    from harness.errors import RunStopped
+
     store, _ = echo_store
     config = load_model_config(config_file(tmp_path, server))
     given = losing_pipeline(monkeypatch, ValueError("a bug"))
@@ -174,9 +176,9 @@ def test_an_error_of_the_work_is_not_resumed_and_a_last_loss_keeps_what_came_bac
         extend(store, config, ExtendSpec(batch_size=8))
     assert len(given) == 1
     given = losing_pipeline(monkeypatch, ActorDiedError(), times=5)
-    with pytest.raises(ActorDiedError):
+    with pytest.raises(RunStopped, match=r"lost a node or worker 2 time\(s\), the last ActorDiedError.*16 outcomes are stored, 8 prompts not done: rerun to resume") as stopped:
         extend(store, config, ExtendSpec(batch_size=8, lost_node_retries=1))
-    assert len(given) == 2
+    assert len(given) == 2 and isinstance(stopped.value.__cause__, ActorDiedError) and "\n" not in str(stopped.value)
     assert len(store.outcomes(models=["echo-model"])) == 16  # the two batches that came back, committed before the error
 
 
