@@ -559,6 +559,44 @@ app.add_typer(prompts_app, name="prompts")
 app.command()(generate)
 
 
+@app.command()
+def serve(
+    routers: Annotated[Optional[list[str]], typer.Option("--routers", help="A router setting to deploy, named as clients send it in `model`: ROUTER[:K=V,…]@cost=USD (λ calibrated on the store to that mean $ per query) or @lambda=X, e.g. knn:k=10@cost=0.001. Repeat for several.")] = None,
+    models: Annotated[Optional[list[Path]], typer.Option("--models", help="Model config YAML of each model of the pool (its name is the store's model), e.g. --models model_configs/a.yaml --models model_configs/b.yaml.")] = None,
+    store: StoreOpt = None,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="HTTP port of Ray Serve's proxy.")] = 8000,
+    host: Annotated[str, typer.Option(help="Interface to listen on (0.0.0.0 for every one).")] = "127.0.0.1",
+    address: AddressOpt = None,
+    tasks: Annotated[Optional[str], typer.Option(help="Comma-separated task families to fit on (default: all but the traffic family).")] = None,
+    family: Annotated[str, typer.Option(help="Task family that served requests are appended to.")] = "traffic",
+    embedder: Annotated[str, typer.Option(help="sentence-transformers model embedding the prompts.")] = "all-MiniLM-L6-v2",
+    embed_backend: Annotated[Optional[str], typer.Option(help="torch or fast (int8 ONNX); default fast where onnxruntime is installed.")] = None,
+    status: Annotated[bool, typer.Option("--status", help="Print the metrics of the app running at --host/--port and exit.")] = False,
+) -> None:
+    """Serve router settings behind an OpenAI-compatible endpoint on Ray Serve; served traffic goes to the store."""
+    from harness.serving import server
+
+    if status:
+        console.print(server.status_table(server.read_status(f"http://{host}:{port}")))
+        return
+    if not routers:
+        raise UserError("serve needs --routers, e.g. --routers knn:k=10@cost=0.001")
+    st = open_store(store)
+    plan = server.build_plan(st.uri, routers, models or [], family=family, tasks=_csv(tasks), embedder=embedder, embed_backend=embed_backend)
+    for r in plan.routes:
+        console.print(f"{r.setting.name}: {r.setting.router} {r.setting.config} at λ={r.lam:.4g} ({r.status}), fitted on {r.n_train} prompts")
+    url = server.start(plan, port=port, host=host, address=address)
+    console.print(f"serving {', '.join(r.setting.name for r in plan.routes)} at {url}/v1 (Ctrl-C stops; traffic goes to {st.uri}, family {family})")
+    import time
+
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        server.stop()
+        console.print("stopped; queued traffic was written")
+
+
 def main() -> None:
     try:
         app()

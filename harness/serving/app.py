@@ -1,0 +1,133 @@
+"""The Ray Serve deployment: an OpenAI-compatible chat endpoint that routes every request.
+
+``POST /v1/chat/completions`` (plain, or ``stream: true`` as server-sent events), ``GET /v1/models``
+(the deployed router settings: what ``model`` may name), ``GET /metrics`` (Prometheus text) and
+``GET /v1/routerbench/status`` (the same as JSON). A request is:
+
+1. parsed (400 on a body that is not a chat request) and its ``model`` looked up among the
+   deployed settings (404 listing them);
+2. embedded and routed: requests that arrive together are embedded in one call (``serve.batch``);
+3. forwarded to the chosen model through its engine (:mod:`harness.serving.upstream`: limiter,
+   retries, spend cap); a failure after the retries is a 502 naming the model;
+4. answered with the model's answer, ``model`` = the model used, and the header
+   ``x-routerbench-route`` (setting, model, predicted quality and cost); its traffic row is queued
+   for the store (:mod:`harness.serving.traffic`), never waited for.
+
+Streaming relays the answer as events once the upstream has answered (the engines call upstreams
+without streaming, which is what their retries and usage accounting need): clients that stream get
+the protocol, not earlier first tokens.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+import pandas as pd
+from fastapi import FastAPI, Request as HttpRequest
+from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
+from ray import serve
+
+from harness.generation.base import Request
+from harness.serving.metrics import ServeStats, prometheus_text
+from harness.serving.plan import ServePlan
+from harness.serving.traffic import TrafficRow, TrafficWriter
+from harness.serving.wire import ROUTE_HEADER, BadBody, completion_body, completion_id, error_body, models_body, parse_body, stream_events
+
+APP_NAME = "routerbench"  # the Serve application (one per Ray cluster: a second `serve` replaces it)
+
+api = FastAPI(title="routerbench serve")
+
+
+def _error(status: int, message: str, kind: str, code: str | None = None, param: str | None = None) -> JSONResponse:
+    return JSONResponse(error_body(message, kind, code, param), status_code=status)
+
+
+async def _relay(events: list[bytes]):
+    for event in events:
+        yield event
+
+
+@serve.deployment(name=APP_NAME, max_ongoing_requests=512, ray_actor_options={"num_cpus": 0})
+@serve.ingress(api)
+class RouterApp:
+    def __init__(self, plan: ServePlan) -> None:
+        self.plan = plan
+        if plan.cache_dir:
+            os.environ["ROUTERBENCH_CACHE"] = plan.cache_dir  # the embedder built by the command is found, not rebuilt
+        self.routes = {r.setting.name: r for r in plan.routes}
+        context = serve.get_replica_context()
+        self.stats = ServeStats(str(getattr(context, "replica_tag", None) or getattr(context, "replica_id", "0")))
+        self.writer = TrafficWriter(plan.store_uri, plan.family, flush_s=plan.flush_s)
+        plan.embedder.embed(["warm up"])  # loads the embedder before the first request
+
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.0)
+    async def embed_many(self, texts: list[str]) -> list[np.ndarray]:
+        """Requests that arrived together, embedded in one call, on the loop: a few ms of ONNX
+        that a hand-off to a thread (and back, through the GIL) would only lengthen."""
+        return list(self.plan.embedder.embed(texts))
+
+    @api.get("/v1/models")
+    async def models(self) -> JSONResponse:
+        return JSONResponse(models_body(list(self.routes)))
+
+    @api.get("/v1/routerbench/status")
+    async def status(self) -> JSONResponse:
+        return JSONResponse(self._snapshot())
+
+    @api.get("/metrics")
+    async def metrics(self) -> PlainTextResponse:
+        return PlainTextResponse(prometheus_text(self._snapshot()), media_type="text/plain; version=0.0.4")
+
+    @api.post("/v1/chat/completions")
+    async def chat(self, http: HttpRequest):
+        arrived = time.perf_counter()
+        try:
+            body = parse_body(await http.body())
+        except BadBody as exc:
+            self.stats.failed("bad_request")
+            return _error(400, str(exc), "invalid_request_error", "invalid_body")
+        route = self.routes.get(body.model)
+        if route is None:
+            self.stats.failed("unknown_model")
+            return _error(404, f"model '{body.model}' is not deployed here; deployed: {', '.join(self.routes)}", "invalid_request_error", "model_not_found", "model")
+        start = time.perf_counter()
+        features = await self.embed_many(body.routing_text())
+        decision = route.decide(features[None, :])[0]
+        overhead = time.perf_counter() - start
+        upstream = self.plan.upstreams[decision.model]
+        sample_id = TrafficRow.new_id()
+        result = await upstream.answer(Request(sample_id, body.turns(), body.token_cap))
+        self.writer.add(
+            TrafficRow(
+                sample_id, body.stored_prompt(), decision.model, route.setting.name, route.setting.router, route.setting.config, route.lam,
+                decision.predicted_quality, decision.predicted_cost, result.response, result.input_tokens, result.output_tokens,
+                result.cost_usd, result.latency_s, upstream.config.config_hash(), None if result.ok else f"engine:{result.error}",
+                pd.Timestamp.now(tz="UTC"),
+            )
+        )
+        headers = {ROUTE_HEADER: decision.header()}
+        if not result.ok:
+            self.stats.failed(f"upstream:{result.error}")
+            message = f"model '{decision.model}' (chosen by {route.setting.name}) failed after {result.attempts} attempt(s): {result.error}: {result.error_detail}"
+            return JSONResponse(error_body(message, "upstream_error", result.error), status_code=502, headers=headers)
+        self.stats.served(decision.model, overhead, result.latency_s, result.cost_usd, time.perf_counter() - arrived)
+        cid = completion_id()
+        if body.stream:
+            events = stream_events(cid, decision.model, result.response or "", result.input_tokens, result.output_tokens)
+            return StreamingResponse(_relay(events), media_type="text/event-stream", headers=headers)
+        return JSONResponse(completion_body(cid, decision.model, result.response or "", result.input_tokens, result.output_tokens), headers=headers)
+
+    def _snapshot(self) -> dict:
+        return self.stats.snapshot(vars(self.writer.stats()))
+
+    def flush_traffic(self, timeout_s: float = 30.0) -> dict:
+        """Write every queued traffic row now (for a graceful stop, and tests)."""
+        return vars(self.writer.flush(timeout_s))
+
+    def __del__(self) -> None:
+        """Serve calls this on a graceful shutdown: what is queued still reaches the store."""
+        writer = getattr(self, "writer", None)
+        if writer is not None:
+            writer.close(timeout_s=15.0)
