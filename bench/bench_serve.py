@@ -29,9 +29,9 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import openai  # noqa: E402
 import pandas as pd  # noqa: E402
-import yaml  # noqa: E402
 
 from harness.generation.testing import FaultPlan, FaultServer  # noqa: E402
+from harness.generation.testing.configs import write_fault_config  # noqa: E402
 from harness.store import Store  # noqa: E402
 
 SETTING = "knn:k=5@lambda=1000"
@@ -51,18 +51,7 @@ def planted_store(uri: Path) -> None:
 
 
 def config_file(tmp: Path, name: str, server: FaultServer, concurrency: int) -> Path:
-    doc = {
-        "name": name,
-        "provider": "openai_compatible",
-        "model": "fault-model",
-        "base_url": server.url,
-        "price": {"input_per_mtok": 1.0, "output_per_mtok": 2.0},
-        "limits": {"timeout_s": 10.0, "max_retries": 2, "max_concurrency": 4 * concurrency},
-        "sampling": {"max_tokens": 16},
-    }
-    path = tmp / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(doc))
-    return path
+    return write_fault_config(tmp, server.url, name, limits={"timeout_s": 10.0, "max_concurrency": 4 * concurrency}, sampling={"max_tokens": 16})
 
 
 def prompts(n: int, tag: str) -> list[str]:

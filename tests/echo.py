@@ -7,10 +7,10 @@ agree: a test knows every outcome's score without a model.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
-
 import pandas as pd
-import yaml
+
+# the echo set's model: a fault-server config file (one-token answers, one call at a time)
+from harness.generation.testing.configs import write_fault_config as echo_config  # noqa: F401
 
 WORDS = ["yes", "no", "maybe"]
 
@@ -29,21 +29,3 @@ def write_echo_prompts(path: Path, n: int) -> pd.DataFrame:
 def echo_scores(rows: pd.DataFrame) -> pd.Series:
     """The score an echo answer gets, by sample_id."""
     return (rows["prompt"] == rows["gold"]).astype(float).set_axis(rows["sample_id"])
-
-
-def echo_config(tmp: Path, url: str, name: str, **fields: Any) -> Path:
-    """A model config file for the fault server at ``url``: one-token answers, one call at a time
-    (``fields`` replace top-level entries, e.g. ``limits=…``, ``resources=…``)."""
-    doc = {
-        "name": name,
-        "provider": "openai_compatible",
-        "model": "fault-model",
-        "base_url": url,
-        "price": {"input_per_mtok": 1.0, "output_per_mtok": 2.0},
-        "limits": {"timeout_s": 5.0, "backoff_s": 0.01, "max_backoff_s": 0.05, "max_retries": 2, "max_concurrency": 1},
-        "sampling": {"max_tokens": 1},
-        **fields,
-    }
-    path = tmp / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(doc))
-    return path

@@ -20,6 +20,7 @@ import pytest
 import yaml
 
 from harness.store import Store
+from harness.generation.testing.configs import write_fault_config
 from harness.generation.testing.fault_server import FaultPlan, FaultServer
 from harness.model_config import load_model_config
 from harness.extend import ExtendSpec, extend, plan
@@ -44,18 +45,7 @@ def write_prompts(path: Path, n: int = N) -> pd.DataFrame:
 
 
 def config_file(tmp: Path, server: FaultServer, name: str = "echo-model", **limits) -> Path:
-    doc = {
-        "name": name,
-        "provider": "openai_compatible",
-        "model": "fault-model",
-        "base_url": server.url,
-        "price": {"input_per_mtok": 1.0, "output_per_mtok": 2.0},
-        "limits": {"timeout_s": 2.0, "backoff_s": 0.01, "max_backoff_s": 0.05, "max_retries": 2, "max_concurrency": 4, **limits},
-        "sampling": {"max_tokens": 1},
-    }
-    path = tmp / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(doc))
-    return path
+    return write_fault_config(tmp, server.url, name, limits={"timeout_s": 2.0, "max_concurrency": 4, **limits})
 
 
 @pytest.fixture()

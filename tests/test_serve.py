@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
 
 from harness.errors import UserError
 from harness.generation.testing import FaultPlan, FaultServer
+from harness.generation.testing.configs import write_fault_config
 from harness.serving.fitted import FittedRoute, fit_route
 from harness.serving.metrics import ServeStats, prometheus_text
 from harness.serving.setting import parse_setting, parse_settings
@@ -56,18 +56,7 @@ def planted_store(uri: Path) -> Store:
 
 
 def config_file(tmp: Path, name: str, server: FaultServer) -> Path:
-    doc = {
-        "name": name,
-        "provider": "openai_compatible",
-        "model": "fault-model",
-        "base_url": server.url,
-        "price": {"input_per_mtok": 1.0, "output_per_mtok": 2.0},
-        "limits": {"timeout_s": 2.0, "backoff_s": 0.01, "max_backoff_s": 0.05, "max_retries": 2, "max_concurrency": 32},
-        "sampling": {"max_tokens": 8},
-    }
-    path = tmp / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(doc))
-    return path
+    return write_fault_config(tmp, server.url, name, limits={"timeout_s": 2.0, "max_concurrency": 32}, sampling={"max_tokens": 8})
 
 
 # ---------------------------------------------------------------------- setting names
