@@ -128,7 +128,9 @@ def _from_file(arg: str | None) -> Splitter:
             if (at < 0).any():
                 unknown = np.asarray(doc[family][part], dtype=object)[at < 0]
                 raise UserError(f"{arg}: {len(unknown)} {part} sample_id(s) of '{family}' are not in the store ({', '.join(map(str, unknown[:3]))})")
-            rows.append(at if keep_file_order and part == "train" else np.sort(at))
+            # parity keeps both parts in the file's order: RouterBench routes its test rows in that order,
+            # and where neighbours tie only up to the last bit, which ones a query gets depends on its row
+            rows.append(at if keep_file_order else np.sort(at))
         if np.intersect1d(rows[0], rows[1]).size:
             raise UserError(f"{arg}: train and test of '{family}' share sample_ids")
         return [Fold(m.take(rows[0]), m.take(rows[1]))]
@@ -139,7 +141,7 @@ def _from_file(arg: str | None) -> Splitter:
 
 def parse_split(spec: str, keep_file_order: bool = False) -> Splitter:
     """A splitter from ``name`` or ``name:argument`` (e.g. ``routerbench``, ``kfold:5``); with
-    ``keep_file_order``, a split read from a file keeps its training rows in the file's order."""
+    ``keep_file_order``, a split read from a file keeps its rows (training and test) in the file's order."""
     name, _, arg = spec.partition(":")
     splitter = SPLITS.get(name)(arg or None)
     return getattr(splitter, "in_file_order", splitter) if keep_file_order else splitter

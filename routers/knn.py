@@ -7,7 +7,11 @@ k most similar training prompts (cosine), as in RouterBench.
   prediction does not depend on the training rows' order. ``ties="sklearn"`` takes exactly the k
   that sklearn's brute-force search for k neighbours returns (an arbitrary subset of a tie),
   as RouterBench's code does; that pick depends on how many neighbours are asked for, so this
-  mode searches once per k.
+  mode searches once per k. Where every prompt embeds alike the "tied" distances differ in the
+  last bit by where each pair falls in BLAS's matrix tiles, so the pick also depends on how the
+  search is computed: this mode queries exactly as RouterBench does (``n_jobs=-1``, every test
+  prompt in one ``kneighbors`` call, the process's own BLAS threads rather than the one thread
+  routing otherwise uses) and so returns sklearn's neighbours on any machine.
 * **Several k at once.** ``k="5,10,40"`` (the default grid: one router instance, one Ray task)
   routes every k from one neighbour search: prefix sums of
   the neighbours' scores give each k's mean, and ``choose`` returns every k's λ sweep, labelled
@@ -25,13 +29,16 @@ from typing import Any
 
 import numpy as np
 from sklearn.neighbors import NearestNeighbors
-from threadpoolctl import threadpool_limits
+from threadpoolctl import threadpool_info, threadpool_limits
 
 from harness.errors import UserError
 from harness.matrix import OutcomeMatrix
 from routers.base import Choices, PredictiveRouter, config_label, route_lambdas
 from routers.registry import ROUTERS
 
+#: The BLAS/OpenMP threads this process has outside any ``threadpool_limits`` (what RouterBench's
+#: own k-search runs with): ties="sklearn" searches with them, as ``choose`` limits routing to one.
+_PROCESS_THREADS = threadpool_info()
 #: Bounds the (prompts, depth, models) arrays of one block of test prompts.
 _BLOCK_ELEMENTS = 1 << 24
 TIES = ("all", "sklearn")
@@ -76,7 +83,9 @@ def neighbour_means(
     if ties == "all":
         depth += k_max // 4 + 8  # room for a tie at the k-th distance
     depth = min(n, depth)
-    block = max(1, _BLOCK_ELEMENTS // (depth * m))
+    # ties="sklearn" with every outcome (RouterBench's case): every query in one search, as the port
+    # asks (the tie's pick depends on the query batch); otherwise blocks bound the memory.
+    block = max(1, len(x)) if ties == "sklearn" and observed.all() else max(1, _BLOCK_ELEMENTS // (depth * m))
     out = [_block_means(index, observed, train_scores, available, x[i : i + block], ks, ties, depth) for i in range(0, len(x), block)]
     return np.concatenate(out, axis=1) if out else np.zeros((len(ks), 0, m))
 
@@ -93,7 +102,11 @@ def _block_means(
 ) -> np.ndarray:
     n = len(observed)
     while True:
-        dist, neighbours = index.kneighbors(x, n_neighbors=depth)  # nearest first
+        if ties == "sklearn":
+            with threadpool_limits(limits=_PROCESS_THREADS):  # RouterBench's threads, not routing's one
+                dist, neighbours = index.kneighbors(x, n_neighbors=depth)  # nearest first
+        else:
+            dist, neighbours = index.kneighbors(x, n_neighbors=depth)  # nearest first
         seen = observed[neighbours]  # (t, depth, M)
         rank = seen.cumsum(axis=1)  # observed neighbours up to each depth
         ends, enough = [], True
@@ -148,7 +161,12 @@ class KNNRouter(PredictiveRouter):
         self.ks = tuple(min(k, len(x)) for k in self.requested_ks)
         self.k = self.ks[0]
         # Brute force is what sklearn picks for cosine anyway; BLAS makes it fast at these sizes.
-        self.index = NearestNeighbors(n_neighbors=self.k, metric=self.params.get("metric", "cosine"), algorithm="brute").fit(x)
+        # ties="sklearn": n_jobs=-1 as RouterBench's, since it decides how the distances are
+        # computed (one slice of the training prompts per job) and so which tied neighbours win.
+        n_jobs = -1 if self.ties == "sklearn" else None
+        self.index = NearestNeighbors(
+            n_neighbors=self.k, metric=self.params.get("metric", "cosine"), algorithm="brute", n_jobs=n_jobs
+        ).fit(x)
         self.observed = ~np.isnan(scores)
         self.train_scores = np.where(self.observed, scores, 0.0)
 

@@ -79,7 +79,13 @@ def stored(store: Path) -> list[str]:
 
 
 def raylet_of(cluster: dict, node: str) -> psutil.Process:
-    raylets = [p for p in ray_processes(cluster["temp_dir"]) if p.name() == "raylet" and any(node in arg for arg in p.cmdline())]
+    raylets = []
+    for proc in ray_processes(cluster["temp_dir"]):
+        try:
+            if proc.name() == "raylet" and any(node in arg for arg in proc.cmdline()):
+                raylets.append(proc)
+        except psutil.Error:  # a worker that ended since it was listed
+            continue
     assert len(raylets) == 1, raylets
     return raylets[0]
 

@@ -90,7 +90,7 @@ def test_parity_sets_routerbench_options_and_keeps_the_split_files_order(publish
     n = len(ids)
     m = OutcomeMatrix(FAMILY, ids, np.array([FAMILY] * n, dtype=object), ("a",), np.zeros((n, 1)), np.zeros((n, 1)))
     kept = parse_split(f"file:{path}", keep_file_order=True)(FAMILY, {FAMILY: m})[0]
-    assert kept.train.sample_ids.tolist() == train.tolist()
+    assert kept.train.sample_ids.tolist() == train.tolist() and kept.test.sample_ids.tolist() == test.tolist()
     assert parse_split(f"file:{path}")(FAMILY, {FAMILY: m})[0].train.sample_ids.tolist() == sorted(train.tolist())
 
 
