@@ -28,6 +28,7 @@ from harness.serving.upstream import Upstream
 from harness.sources import cache_dir
 from harness.store import Store
 
+
 def default_backend() -> str:
     """``fast`` (int8 ONNX, a few ms a prompt on a CPU) where onnxruntime is installed, else ``torch``."""
     return "fast" if importlib.util.find_spec("onnxruntime") is not None else "torch"
@@ -47,7 +48,7 @@ def build_plan(
     """Parse, load and fit: the plan every replica starts from."""
     parsed = parse_settings(list(settings))
     if not model_configs:
-        raise UserError("serve needs the pool: --models model_configs/a.yaml model_configs/b.yaml")
+        raise UserError("serve needs the pool: --models model_configs/a.yaml --models model_configs/b.yaml")
     configs = [load_model_config(Path(p)) for p in model_configs]
     names = [c.name for c in configs]
     dup = next((n for n in names if names.count(n) > 1), None)
