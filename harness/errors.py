@@ -5,6 +5,11 @@ message must name the file, field or value at fault and, where there is one, the
 """
 
 
+def first_line(exc: BaseException) -> str:
+    """An exception's message cut to its first line (its type's name when it has none): for one-line errors."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
 class UserError(Exception):
     """Bad input or a bad request: shown to the user as a single line."""
 

@@ -43,7 +43,7 @@ import numpy as np
 import pandas as pd
 
 from harness.answering import Answerer, work_rows
-from harness.errors import RunStopped, UserError
+from harness.errors import RunStopped, UserError, first_line
 from harness.grading import family_settings, grade_frame, grader_class, make_grader, prepare_options
 from harness.model_config import ModelConfig
 from harness.prompt_meta import FamilySettings
@@ -320,7 +320,7 @@ def extend(
             flush(final=True)
             answered = set(pd.concat(placed)["sample_id"]) if placed else set()
             work = work[~work["sample_id"].isin(answered)].reset_index(drop=True)
-            what = f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:200]}"
+            what = f"{type(exc).__name__}: {first_line(exc)[:200]}"
             if attempt == spec.lost_node_retries:
                 raise RunStopped(
                     f"extend {config.name}: Ray lost a node or worker {attempt + 1} time(s), the last {what}; "

@@ -15,7 +15,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pyarrow.fs as pafs
 
-from harness.errors import UserError
+from harness.errors import UserError, first_line
 
 PROBE_TIMEOUT_S = 5.0
 
@@ -43,7 +43,7 @@ def resolve(uri: str | os.PathLike) -> Location:
     try:
         fs, path = pafs.FileSystem.from_uri(text)
     except (pafs.ArrowInvalid, OSError, ValueError) as exc:  # type: ignore[attr-defined]
-        raise UserError(f"cannot open '{text}': {_first_line(exc)}") from exc
+        raise UserError(f"cannot open '{text}': {first_line(exc)}") from exc
     return Location(fs, path)
 
 
@@ -83,10 +83,6 @@ def is_directory(location: Location, rel: str) -> bool:
     return location.fs.get_file_info(location.join(rel)).type == pafs.FileType.Directory
 
 
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-
-
 @contextmanager
 def storage_errors(uri: str) -> Iterator[None]:
     """Turn a filesystem failure under ``uri`` (endpoint down, no such bucket, no permission) into a
@@ -94,7 +90,7 @@ def storage_errors(uri: str) -> Iterator[None]:
     try:
         yield
     except OSError as exc:
-        raise UserError(f"{uri}: {_first_line(exc)}") from exc
+        raise UserError(f"{uri}: {first_line(exc)}") from exc
 
 
 def check_reachable(location: Location, uri: str) -> None:
@@ -112,7 +108,7 @@ def check_reachable(location: Location, uri: str) -> None:
     try:
         info = pafs.S3FileSystem(**options).get_file_info(bucket)
     except OSError as exc:
-        raise UserError(f"{uri}: cannot reach the object store ({_first_line(exc)}); check the endpoint, credentials and network") from exc
+        raise UserError(f"{uri}: cannot reach the object store ({first_line(exc)}); check the endpoint, credentials and network") from exc
     if info.type == pafs.FileType.NotFound:
         raise UserError(f"{uri}: bucket '{bucket}' does not exist; create it first or fix the bucket name")
 

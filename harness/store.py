@@ -37,7 +37,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from harness.errors import UserError
+from harness.errors import UserError, first_line
 from harness.filesystem import Location, check_reachable, delta_location, is_directory, resolve, storage_errors
 from harness.prompt_meta import FamilySettings
 from harness.schema import COST_RANGE, EMBEDDING_SCHEMA, FAMILY_SCHEMA, OUTCOME_SCHEMA, PROMPT_SCHEMA, SCORE_RANGE, outside
@@ -446,7 +446,7 @@ class Store(StoreReader):
             except dl.exceptions.TableNotFoundError:
                 raise UserError(f"{self.uri}: the {table.name} table is gone (version {version} was asked for)") from None
             except Exception as exc:  # noqa: BLE001 - deltalake raises several kinds for a version it cannot rebuild
-                raise UserError(f"{self.uri}: cannot read version {version} of the {table.name} table ({_first_line(exc)})") from exc
+                raise UserError(f"{self.uri}: cannot read version {version} of the {table.name} table ({first_line(exc)})") from exc
         return self._pinned_tables[table.name]
 
     @_storage_op
@@ -514,7 +514,7 @@ class Store(StoreReader):
                 if not retry:
                     raise UserError(
                         f"{self.uri}: cannot read version {dt.version()} of the {table.name} table: its files were vacuumed "
-                        f"(`data compact` keeps them --retain-hours, default 168) ({_first_line(exc)})"
+                        f"(`data compact` keeps them --retain-hours, default 168) ({first_line(exc)})"
                     ) from exc
                 retry = False
 
@@ -666,10 +666,6 @@ def _fragmented(dt, spec: TableSpec) -> dict[str | None, int]:
         return {None: n} if n > 1 else {}
     counts = pd.Series(pa.table(actions).column(f"partition.{spec.partition_by}").to_pylist()).value_counts()
     return {str(k): int(v) for k, v in counts.items() if v > 1}
-
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 def _first_of(metrics: dict[str, Any], *names: str) -> int | None:

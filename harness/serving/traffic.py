@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass
 
 import pandas as pd
 
+from harness.errors import first_line
 from harness.store import Store
 
 log = logging.getLogger(__name__)
@@ -178,7 +179,7 @@ class TrafficWriter:
                 store.append(prompts, outcomes, source=f"serve traffic ({self.family})")
             except Exception as exc:  # noqa: BLE001 - any store failure: keep the rows, retry later
                 self.failed_appends += 1
-                self.last_error = f"{type(exc).__name__}: {next(iter(str(exc).splitlines()), '')}"[:300]
+                self.last_error = f"{type(exc).__name__}: {first_line(exc)}"[:300]
                 log.warning("traffic: %d rows not written yet (%s); retrying", len(batch), self.last_error)
                 self._put_back(batch)
                 backoff = min(self.max_backoff_s, max(0.05, 2 * backoff))
