@@ -25,6 +25,7 @@ k most similar training prompts (cosine), as in RouterBench.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import numpy as np
@@ -102,10 +103,8 @@ def _block_means(
 ) -> np.ndarray:
     n = len(observed)
     while True:
-        if ties == "sklearn":
-            with threadpool_limits(limits=_PROCESS_THREADS):  # RouterBench's threads, not routing's one
-                dist, neighbours = index.kneighbors(x, n_neighbors=depth)  # nearest first
-        else:
+        # ties="sklearn": RouterBench's threads, not routing's one
+        with threadpool_limits(limits=_PROCESS_THREADS) if ties == "sklearn" else contextlib.nullcontext():
             dist, neighbours = index.kneighbors(x, n_neighbors=depth)  # nearest first
         seen = observed[neighbours]  # (t, depth, M)
         rank = seen.cumsum(axis=1)  # observed neighbours up to each depth

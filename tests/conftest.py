@@ -108,12 +108,11 @@ def start_ray_worker(head: dict, num_cpus: float, resources: str, object_store_m
     """`ray start --address` one more node of ``head``'s cluster on this machine, with its own resources;
     returns its node id. Its processes live in the head's temp dir (:func:`tests.ray_processes.ray_processes`)."""
     import subprocess
+    import time
 
     before = _alive_nodes(head)
     start = [head["ray"], "start", "--address", head["gcs"], *_node_args(num_cpus, resources), "--object-store-memory", str(object_store_memory)]
     subprocess.run(start, env=head["env"], check=True, capture_output=True, timeout=180)
-    import time
-
     deadline = time.monotonic() + 120
     while not (new := _alive_nodes(head) - before):
         assert time.monotonic() < deadline, "the worker node did not join"
