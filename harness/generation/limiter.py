@@ -248,19 +248,58 @@ class RateLimiter:
                 if wait <= 0:
                     break
                 await self.sleep(min(wait, _RECHECK_S))
-            self._requests.take(1)
-            self._rate.granted(self.clock())
-            self._tokens.take(tokens)
-            grant = Grant(next(self._ids), tokens, cost_usd)
-            self._last_grant = grant.id
-            self._open[grant.id] = _Open(tokens, cost_usd)
-            s = self.stats
-            s.granted += 1
-            s.tokens_reserved += tokens
-            s.in_flight = len(self._open)
-            s.max_in_flight = max(s.max_in_flight, s.in_flight)
-            s.waited_s += self.clock() - start
+            grant = self._grant(tokens, cost_usd)
+            self.stats.waited_s += self.clock() - start
             return grant
+
+    def _grant(self, tokens: int, cost_usd: float) -> Grant:
+        self._requests.take(1)
+        self._rate.granted(self.clock())
+        self._tokens.take(tokens)
+        grant = Grant(next(self._ids), tokens, cost_usd)
+        self._last_grant = grant.id
+        self._open[grant.id] = _Open(tokens, cost_usd)
+        s = self.stats
+        s.granted += 1
+        s.tokens_reserved += tokens
+        s.in_flight = len(self._open)
+        s.max_in_flight = max(s.max_in_flight, s.in_flight)
+        return grant
+
+    async def acquire_many(self, n: int, tokens: int, cost_usd: float = 0.0) -> list[Grant]:
+        """Up to ``n`` grants of the same size in one call (a :mod:`~harness.generation.lease`'s
+        spares): the first as :meth:`acquire` waits for it, the others only while they can be
+        granted at once and nobody else is waiting, so a batch never waits longer than one call
+        would, nor jumps the queue."""
+        first = await self.acquire(tokens, cost_usd)
+        grants = [first]
+        while first.ok and len(grants) < n and not self._queue.locked():
+            now = self.clock()
+            self._follow_rate(now)
+            if self._blocked(cost_usd) or self._spend_verdict(cost_usd) != "go" or max(self._requests.wait_s(1, now), self._tokens.wait_s(tokens, now)) > 0:
+                break
+            grants.append(self._grant(tokens, cost_usd))
+        return grants
+
+    async def settle_many(self, settles: list[tuple[int, int | None, float | None]]) -> None:
+        """:meth:`settle` for each ``(grant_id, tokens_used, cost_usd)``, in one call."""
+        for grant_id, tokens_used, cost_usd in settles:
+            await self.settle(grant_id, tokens_used, cost_usd)
+
+    async def release(self, grant_ids: list[int]) -> None:
+        """Give back grants that were never used: their request, tokens and reserved cost, as if
+        they had not been granted (a lease's spares that expired)."""
+        for grant_id in grant_ids:
+            spec = self._open.pop(grant_id, None)
+            if spec is None:
+                continue
+            self._requests.give_back(1)
+            self._tokens.give_back(spec.tokens)
+            self.stats.granted -= 1
+            self.stats.tokens_reserved -= spec.tokens
+        self.stats.in_flight = len(self._open)
+        async with self._changed:
+            self._changed.notify_all()
 
     async def settle(self, grant_id: int, tokens_used: int | None, cost_usd: float | None) -> None:
         """Close a grant with the reported usage (``None``: unknown, the reservation stands)."""
@@ -321,6 +360,15 @@ class RemoteLimiter:
 
     async def throttled(self, grant_id: int, retry_after_s: float | None = None) -> None:
         await self.handle.throttled.remote(grant_id, retry_after_s)  # type: ignore[attr-defined]
+
+    async def acquire_many(self, n: int, tokens: int, cost_usd: float = 0.0) -> list[Grant]:
+        return await self.handle.acquire_many.remote(n, tokens, cost_usd)  # type: ignore[attr-defined]
+
+    async def settle_many(self, settles: list[tuple[int, int | None, float | None]]) -> None:
+        await self.handle.settle_many.remote(settles)  # type: ignore[attr-defined]
+
+    async def release(self, grant_ids: list[int]) -> None:
+        await self.handle.release.remote(grant_ids)  # type: ignore[attr-defined]
 
     def snapshot(self) -> LimiterStats:
         import ray

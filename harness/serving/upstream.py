@@ -3,8 +3,9 @@
 Each deployed model gets one :class:`~harness.generation.api.ApiCaller` in the serving replica,
 built from its model config: the provider's :class:`~harness.generation.api.Protocol` (official
 SDK), the shared named rate limiter of its key and model (the very actor ``extend`` uses, so
-serving and an ``extend`` run on the same key share requests/min, tokens/min and the spend cap),
-and the config's retry policy. A request comes back as a :class:`~harness.generation.base.Result`,
+serving and an ``extend`` run on the same key share requests/min, tokens/min and the spend cap)
+seen through a :class:`~harness.generation.lease.LeasingLimiter` (grants fetched ahead, settles
+batched: no actor round trip on most requests' path), and the config's retry policy. A request comes back as a :class:`~harness.generation.base.Result`,
 answered or failed with its error kind, never as an exception.
 """
 
@@ -16,7 +17,8 @@ from harness.components import engine_class
 from harness.errors import UserError
 from harness.generation.api import ApiCaller, ApiEngine, Secret, api_key
 from harness.generation.base import Request, Result
-from harness.generation.limiter import RemoteLimiter, get_limiter, limiter_name
+from harness.generation.lease import LeasingLimiter
+from harness.generation.limiter import get_limiter, limiter_name
 from harness.model_config import ModelConfig
 
 
@@ -28,18 +30,6 @@ def check_servable(config: ModelConfig) -> None:
             f"{config.source or config.name}: provider '{config.provider}' runs in-process; serve forwards to API models — "
             "run its OpenAI-compatible server (vLLM's, llama.cpp's) and point a provider: openai_compatible config at it"
         )
-
-
-class SettleInBackground(RemoteLimiter):
-    """The shared limiter, with ``settle`` sent without waiting for the actor's reply.
-
-    ``acquire`` is awaited (it decides whether the call may go); a settle only gives unused
-    capacity back and turns the call's worst-case cost into its real one, and until it lands the
-    limiter keeps counting the worst case, so the spend cap still holds. One actor round trip
-    fewer on the request path."""
-
-    async def settle(self, grant_id: int, tokens_used: int | None, cost_usd: float | None) -> None:
-        self.handle.settle.remote(grant_id, tokens_used, cost_usd)  # type: ignore[attr-defined]
 
 
 @dataclass
@@ -59,7 +49,7 @@ class Upstream:
     def caller(self) -> ApiCaller:
         if self._caller is None:
             c = self.config
-            limiter = SettleInBackground(get_limiter(limiter_name(c.provider, c.base_url, self.key.reveal(), c.model), c.limits).handle)
+            limiter = LeasingLimiter(get_limiter(limiter_name(c.provider, c.base_url, self.key.reveal(), c.model), c.limits))
             self._caller = ApiCaller(c, engine_class(c.provider).protocol, limiter, self.key)
         return self._caller
 
