@@ -16,6 +16,13 @@ Whatever happens, each request comes back exactly once: as an answer or as a fai
 its error kind. The API key comes with the config (:meth:`ModelConfig.holding_key`, read on the
 driver) or from ``api_key_env`` here, and is handed to the workers as a :class:`Secret` (masked in
 every repr, never logged, never written).
+
+:meth:`ApiCaller.stream` is the same path with the provider's streaming call
+(:meth:`Protocol.stream`), for ``routerbench serve``: it yields the answer's text as
+:class:`Delta` events as the provider sends them, then the final
+:class:`~harness.generation.base.Result`. Retries happen only before the first delta (a retry
+after text went out would send it twice); a failure after it ends the stream with a failed result
+holding the partial text.
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ import inspect
 import math
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -34,7 +41,7 @@ from harness.errors import UserError
 from harness.generation.actor_pool import run_chunks
 from harness.generation.base import Engine, Request, Result, check_unique
 from harness.generation.cost import token_cost
-from harness.generation.limiter import RateLimiter, RemoteLimiter, get_limiter, limiter_name
+from harness.generation.limiter import Grant, RateLimiter, RemoteLimiter, get_limiter, limiter_name
 from harness.ray_runtime import ensure_ray
 from harness.generation.retry import MalformedResponse, SpendCapReached, classify, retry_after_s, retrying
 from harness.model_config import ModelConfig
@@ -79,6 +86,17 @@ class Completion:
     output_tokens: int | None
 
 
+@dataclass(frozen=True)
+class Delta:
+    """A piece of an answer's text, as the provider streamed it (:meth:`ApiCaller.stream`)."""
+
+    text: str
+
+
+#: What :meth:`ApiCaller.stream` yields: deltas, then exactly one :class:`Result` (always the last).
+StreamEvent = Delta | Result
+
+
 def estimate_prompt_tokens(messages: list[dict[str, str]]) -> int:
     """A cautious upper estimate (a token per 3 characters, plus per-turn overhead) for reserving
     capacity before the provider reports the real count."""
@@ -120,6 +138,16 @@ class Protocol(ABC):
     async def complete(self, client: Any, request: Request) -> Completion:
         """One call; raises the SDK's exceptions, or MalformedResponse for a body it cannot read."""
 
+    async def stream(self, client: Any, request: Request) -> AsyncIterator[Delta | Completion]:
+        """One streamed call: the text as deltas (:class:`Delta`) as they arrive, then one
+        :class:`Completion` (the whole text, the stream's usage) once the answer is complete.
+        Raises as :meth:`complete` does, also mid-stream (MalformedResponse for a stream that ends
+        before its answer does). This default does not stream: one delta once the whole answer is there."""
+        done = await self.complete(client, request)
+        if done.text:
+            yield Delta(done.text)
+        yield done
+
     def max_tokens(self, request: Request) -> int:
         return request.max_tokens or self.config.sampling.max_tokens
 
@@ -156,26 +184,100 @@ class ApiCaller:
             result.attempts = attempts
             return result
         except Exception as exc:  # every failure becomes a result: nothing is lost
-            return Result.failure(request, self.config.name, classify(exc), _describe(exc, self._key.reveal()), attempts)
+            return self._failure(request, exc, attempts)
+
+    async def stream(self, request: Request) -> AsyncIterator[StreamEvent]:
+        """The answer as it is written: deltas (:class:`Delta`) as the provider streams them, then the
+        final :class:`Result` (``response`` the whole text, usage from the stream, cost, latency of
+        the whole call, attempts), always last and always there: a failure comes as a failed result,
+        never as an exception (cancellation excepted).
+
+        Limiter, slot, spend cap and retries as :meth:`answer`, except that retries happen only
+        until the first delta: once text went out a retry would send it again, so a failure after
+        it ends the stream with a failed result holding the partial text as ``response``. The
+        grant is settled whatever happens: with the stream's usage when it finished, as a failed
+        call otherwise (also when the consumer stops early, ``aclose()``, or is cancelled)."""
+        attempts, events = 0, None
+        try:
+            async for attempt in retrying(self.config.limits):
+                with attempt:
+                    attempts = attempt.retry_state.attempt_number
+                    events = self._stream_attempt(request)
+                    event = await anext(events)  # a failure up to here has closed the attempt: retried
+        except Exception as exc:
+            yield self._failure(request, exc, attempts)
+            return
+        assert events is not None
+        parts: list[str] = []
+        try:
+            while isinstance(event, Delta):
+                parts.append(event.text)
+                yield event
+                event = await anext(events)
+        except Exception as exc:  # after the first delta: not retried
+            failed = self._failure(request, exc, attempts)
+            failed.response = "".join(parts)
+            yield failed
+            return
+        finally:
+            await events.aclose()  # settles the grant unless it was (early stop, cancellation)
+        event.attempts = attempts
+        yield event
+
+    async def _stream_attempt(self, request: Request) -> AsyncIterator[StreamEvent]:
+        """One streamed call, holding a slot and its grant until it ends: deltas, then the
+        answer's Result. Raises on failure; every way out (also an early ``aclose()`` or a
+        cancellation) settles the grant once."""
+        async with self.slots:
+            grant, start = await self._reserve(request)
+            chunks = self.protocol.stream(self.client, request)
+            settled = False
+            try:
+                async for chunk in chunks:
+                    if isinstance(chunk, Completion):
+                        settled = True
+                        result = await self._settle_answer(grant.id, request, chunk, start)
+                        yield result
+                        return
+                    yield chunk
+                raise MalformedResponse("the stream ended without its answer")
+            except BaseException as exc:  # GeneratorExit and cancellation too: a grant is always closed
+                if not settled:
+                    settled = True
+                    await asyncio.shield(self._settle_failure(grant.id, exc))
+                raise
+            finally:
+                await chunks.aclose()  # the SDK's stream closes its response
 
     async def _attempt(self, request: Request) -> Result:
+        grant, start = await self._reserve(request)
+        try:
+            done = await self.protocol.complete(self.client, request)
+        except BaseException as exc:  # cancelled too: a grant is always closed
+            await asyncio.shield(self._settle_failure(grant.id, exc))
+            raise
+        return await self._settle_answer(grant.id, request, done, start)
+
+    async def _reserve(self, request: Request) -> tuple[Grant, float]:
+        """A grant for the call's worst case (or SpendCapReached), and the call's start time."""
         price, max_tokens = self.config.price, self.protocol.max_tokens(request)
         estimate = estimate_prompt_tokens(request.messages)
         worst_cost = price.cost(estimate, max_tokens)
         grant = await self.limiter.acquire(estimate + max_tokens, worst_cost)
         if not grant.ok:
             raise SpendCapReached(f"limits.max_spend_usd = {self.config.limits.max_spend_usd} reached")
-        start = time.perf_counter()
-        try:
-            done = await self.protocol.complete(self.client, request)
-        except BaseException as exc:  # cancelled too: a grant is always closed
-            await asyncio.shield(self._settle_failure(grant.id, exc))
-            raise
+        return grant, time.perf_counter()
+
+    async def _settle_answer(self, grant_id: int, request: Request, done: Completion, start: float) -> Result:
+        """Settle a grant with the answer's usage and cost; the answer as a Result."""
         latency = time.perf_counter() - start
-        cost = token_cost(price, done.input_tokens, done.output_tokens)
+        cost = token_cost(self.config.price, done.input_tokens, done.output_tokens)
         used = None if done.input_tokens is None or done.output_tokens is None else done.input_tokens + done.output_tokens
-        await self.limiter.settle(grant.id, used, cost)
+        await self.limiter.settle(grant_id, used, cost)
         return Result(request.sample_id, self.config.name, done.text, done.input_tokens, done.output_tokens, latency, cost)
+
+    def _failure(self, request: Request, exc: BaseException, attempts: int) -> Result:
+        return Result.failure(request, self.config.name, classify(exc), _describe(exc, self._key.reveal()), attempts)
 
     async def _settle_failure(self, grant_id: int, exc: BaseException) -> None:
         """An error status was not billed (and a 429 not counted, but reported: it slows every
@@ -249,4 +351,4 @@ class ApiEngine(Engine):
         self._workers = []
 
 
-__all__ = ["ApiCaller", "ApiEngine", "Completion", "MalformedResponse", "Protocol", "SAMPLE_HEADER", "Secret", "api_key"]
+__all__ = ["ApiCaller", "ApiEngine", "Completion", "Delta", "MalformedResponse", "Protocol", "SAMPLE_HEADER", "Secret", "StreamEvent", "api_key"]

@@ -3,16 +3,18 @@ server speaking its chat-completions protocol (vLLM's, llama.cpp's, a gateway) a
 
 Sampling maps one to one (temperature, max_tokens, stop, seed, top_p); ``engine_args`` go into
 the request body as extra fields (e.g. ``top_k`` for vLLM); usage comes from ``usage.prompt_tokens``
-and ``usage.completion_tokens``.
+and ``usage.completion_tokens``. Streamed (:meth:`OpenAIProtocol.stream`), the same request with
+``stream: true`` and ``stream_options.include_usage``: usage comes in the last chunk.
 """
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
 import openai
 
-from harness.generation.api import SAMPLE_HEADER, ApiEngine, Completion, Protocol, sdk_call_args, with_system
+from harness.generation.api import SAMPLE_HEADER, ApiEngine, Completion, Delta, Protocol, sdk_call_args, with_system
 from harness.generation.base import Request
 from harness.generation.retry import MalformedResponse, register_error
 
@@ -38,19 +40,43 @@ class OpenAIProtocol(Protocol):
         body.update({k: v for k, v in optional.items() if v is not None})
         return body
 
-    async def complete(self, client: openai.AsyncOpenAI, request: Request) -> Completion:
+    async def _send(self, client: openai.AsyncOpenAI, request: Request, **extra: Any) -> Any:
+        """The call, with ``extra`` body fields (the streaming ones)."""
         create = client.chat.completions.create
-        args = sdk_call_args(create, self.body(request), self.config.engine_args)
-        response = await create(**args, extra_headers={SAMPLE_HEADER: request.sample_id})
+        args = sdk_call_args(create, self.body(request) | extra, self.config.engine_args)
+        return await create(**args, extra_headers={SAMPLE_HEADER: request.sample_id})
+
+    async def complete(self, client: openai.AsyncOpenAI, request: Request) -> Completion:
+        response = await self._send(client, request)
         choices = getattr(response, "choices", None)
         if not choices or getattr(choices[0], "message", None) is None:
             raise MalformedResponse(f"no choices[0].message in the answer: {str(response)[:200]}")
-        usage = getattr(response, "usage", None)
-        return Completion(
-            choices[0].message.content or "",
-            getattr(usage, "prompt_tokens", None),
-            getattr(usage, "completion_tokens", None),
-        )
+        return Completion(choices[0].message.content or "", *_usage(getattr(response, "usage", None)))
+
+    async def stream(self, client: openai.AsyncOpenAI, request: Request) -> AsyncIterator[Delta | Completion]:
+        """Chunks' ``choices[0].delta.content`` as deltas; the answer is complete at a
+        ``finish_reason``, its usage in the chunk with ``usage`` (the last, with no choices)."""
+        chunks = await self._send(client, request, stream=True, stream_options={"include_usage": True})
+        parts: list[str] = []
+        usage, finished = None, False
+        async with chunks:  # closes the response, however the stream ends
+            async for chunk in chunks:
+                usage = getattr(chunk, "usage", None) or usage
+                for choice in getattr(chunk, "choices", None) or []:
+                    if getattr(choice, "index", 0) != 0:
+                        continue
+                    text = getattr(getattr(choice, "delta", None), "content", None)
+                    if text:
+                        parts.append(text)
+                        yield Delta(text)
+                    finished = finished or getattr(choice, "finish_reason", None) is not None
+        if not finished:
+            raise MalformedResponse("the stream ended before its answer did (no finish_reason)")
+        yield Completion("".join(parts), *_usage(usage))
+
+
+def _usage(usage: Any) -> tuple[int | None, int | None]:
+    return getattr(usage, "prompt_tokens", None), getattr(usage, "completion_tokens", None)
 
 
 class OpenAIEngine(ApiEngine):

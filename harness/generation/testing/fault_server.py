@@ -10,11 +10,15 @@ Messages API (``POST /v1/messages``), so the official SDKs can be pointed at it.
    refusing at random, whatever the load), 500, a hang past the client's timeout, a dropped
    connection, a 200 with malformed JSON; and an optional delay;
 4. an answer echoing the prompt's words, ``completion_tokens`` long (capped by max_tokens, cut at
-   a stop sequence), with usage.
+   a stop sequence), with usage; with ``stream: true`` as server-sent events in the protocol's
+   own chunks (a word a chunk, ``chunk_delay_s`` apart), which a ``cut`` fault cuts off by
+   dropping the connection after some chunks, and :meth:`FaultServer.hold` pauses until a test
+   lets it go on (so a test sees the first chunk arrive while the rest is not sent yet).
 
 Every attempt is written to the :class:`Ledger` under the sample_id the harness sends in
 ``X-Routerbench-Sample-Id``, so a test can prove each request was answered once and only once.
-Clients that disconnect cancel their handler (nothing is counted as served after that).
+Clients that disconnect cancel their handler (nothing is counted as served after that). A stream
+is recorded once it ended: "ok" after its last event was written, "cut" when the fault cut it.
 """
 
 from __future__ import annotations
@@ -31,13 +35,15 @@ from typing import Any
 
 from aiohttp import web
 
-from harness.generation.testing.protocols import PROTOCOLS, Call, WireProtocol
+from harness.generation.testing.protocols import PROTOCOLS, Answer, Call, WireProtocol
 
 SAMPLE_HEADER = "X-Routerbench-Sample-Id"
 #: Scripted outcomes (:meth:`FaultServer.script`): "ok", an HTTP status ("500", "400", "401", "529" …),
 #: "429" or "429:<retry-after seconds>" or "429:none" (no retry-after), "timeout", "drop", "malformed",
-#: "delay:<seconds>" (then answers).
-OUTCOMES = re.compile(r"ok|timeout|drop|malformed|[1-5]\d\d|429:(?:[\d.]+|none)|delay:[\d.]+")
+#: "delay:<seconds>" (then answers), "cut:<n>" (a streamed answer: the connection drops after its
+#: first n text chunks, before anything else is written; a call that does not stream: as "drop").
+OUTCOMES = re.compile(r"ok|timeout|drop|malformed|[1-5]\d\d|429:(?:[\d.]+|none)|delay:[\d.]+|cut:\d+")
+HOLD_MAX_S = 30.0  # a held stream goes on by itself after this long
 
 
 @dataclass
@@ -55,6 +61,9 @@ class FaultPlan:
     drop_rate: float = 0.0  # close the connection without an answer
     malformed_rate: float = 0.0  # 200 with a body that is not JSON
     delay_s: tuple[float, float] = (0.0, 0.0)  # uniform delay before a normal answer
+    cut_rate: float = 0.0  # streamed answers cut off after cut_after_chunks text chunks (else: a drop)
+    cut_after_chunks: int = 2
+    chunk_delay_s: float = 0.0  # between a streamed answer's text chunks
     hang_s: float = 5.0
     completion_tokens: int = 16
     api_key: str | None = None  # when set, any other key gets 401
@@ -65,7 +74,7 @@ class FaultPlan:
 class Attempt:
     sample_id: str
     at: float  # time.monotonic() at arrival
-    outcome: str  # "ok", "429", "500", "timeout", "drop", "malformed", "client_gone", "401", …
+    outcome: str  # "ok", "429", "500", "timeout", "drop", "malformed", "cut", "client_gone", "401", …
     counted: bool  # charged to the server's rate limits
 
 
@@ -132,6 +141,11 @@ def count_tokens(text: str) -> int:
     return math.ceil(len(text) / 4)
 
 
+def pieces(text: str) -> list[str]:
+    """A streamed answer's chunks: a word each, with the whitespace before it."""
+    return re.findall(r"\s*\S+|\s+$", text)
+
+
 def answer_text(call: Call, n_tokens: int) -> tuple[str, int, str | None]:
     """The echo answer: the prompt's words, cycled, ``n_tokens`` words long, cut at a stop sequence."""
     words = call.last_user.split() or ["ok"]
@@ -153,6 +167,7 @@ class FaultServer:
         self.host, self.port = host, port
         self.ledger = Ledger()
         self._scripts: dict[str, deque[str]] = defaultdict(deque)
+        self._holds: dict[str, tuple[int, threading.Event]] = {}
         self._rng = random.Random(self.plan.seed)
         self._requests = _Bucket(self.plan.requests_per_min, self.plan.burst_s)
         self._tokens = _Bucket(self.plan.tokens_per_min, self.plan.burst_s)
@@ -177,6 +192,13 @@ class FaultServer:
             if not OUTCOMES.fullmatch(outcome):
                 raise ValueError(f"unknown scripted outcome {outcome!r}")
         self._scripts[sample_id].extend(outcomes)
+
+    def hold(self, sample_id: str, after_chunks: int = 1) -> threading.Event:
+        """Pause the next streamed answer to ``sample_id`` after its first ``after_chunks`` text
+        chunks, until the returned event is set (or ``HOLD_MAX_S`` passed)."""
+        release = threading.Event()
+        self._holds[sample_id] = (after_chunks, release)
+        return release
 
     def start(self) -> FaultServer:
         ready = threading.Event()
@@ -252,6 +274,7 @@ class FaultServer:
             ("timeout", p.timeout_rate),
             ("drop", p.drop_rate),
             ("malformed", p.malformed_rate),
+            (f"cut:{p.cut_after_chunks}", p.cut_rate),
         )
         for outcome, rate in faults:
             if r < rate:
@@ -283,7 +306,7 @@ class FaultServer:
         prompt_tokens = sum(count_tokens(t) for t in call.texts) + 3 * len(call.texts)
         n_tokens = max(1, min(call.max_tokens, self.plan.completion_tokens))
         outcome = self._next_scripted(sample_id)
-        charged = outcome is None or outcome == "ok" or outcome.startswith("delay")
+        charged = outcome is None or outcome == "ok" or outcome.startswith(("delay", "cut"))
         if charged:  # scripted faults bypass the limits, so a test controls exactly what happens
             wait = self._rate_limited_s(prompt_tokens + n_tokens)
             if wait > 0:
@@ -302,6 +325,8 @@ class FaultServer:
         if outcome[:1].isdigit():
             record(outcome, charged)
             return proto.error(int(outcome), f"injected {outcome}")
+        if outcome.startswith("cut") and not call.stream:
+            outcome = "drop"
         if outcome in ("timeout", "drop"):
             record(outcome, charged)
             try:
@@ -320,6 +345,40 @@ class FaultServer:
         elif self.plan.delay_s[1] > 0:
             await asyncio.sleep(self._rng.uniform(*self.plan.delay_s))
         text, n_out, stop = answer_text(call, n_tokens)
+        if call.stream:
+            answer = Answer(pieces(text), prompt_tokens, n_out, stop, n_out >= call.max_tokens)
+            cut = int(outcome.partition(":")[2]) if outcome.startswith("cut") else None
+            return await self._stream(proto, request, call, answer, sample_id, cut, lambda outcome: record(outcome, charged))
         response = web.json_response(proto.answer(call, text, prompt_tokens, n_out, stop, n_out >= call.max_tokens))
         record("ok", charged)
+        return response
+
+    async def _stream(self, proto: WireProtocol, request: web.Request, call: Call, answer: Answer, sample_id: str, cut: int | None, record) -> web.StreamResponse:
+        """The answer as server-sent events; ``cut``: drop the connection after that many text chunks."""
+        hold = self._holds.pop(sample_id, None)
+        response = web.StreamResponse(status=200, headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+        await response.prepare(request)
+        sent = 0  # text chunks written
+        try:
+            for data, is_text in proto.stream(call, answer):
+                if cut is not None and sent >= cut:
+                    record("cut")
+                    if request.transport is not None:
+                        request.transport.abort()
+                    return response
+                if hold is not None and sent >= hold[0]:
+                    deadline = time.monotonic() + HOLD_MAX_S
+                    while not hold[1].is_set() and time.monotonic() < deadline:
+                        await asyncio.sleep(0.002)
+                    hold = None
+                if is_text:
+                    if sent and self.plan.chunk_delay_s > 0:
+                        await asyncio.sleep(self.plan.chunk_delay_s)
+                    sent += 1
+                await response.write(data)
+            await response.write_eof()
+        except ConnectionError:  # the client hung up between chunks
+            record("client_gone")
+            return response
+        record("ok")
         return response
