@@ -572,6 +572,8 @@ def serve(
     embedder: Annotated[str, typer.Option(help="sentence-transformers model embedding the prompts.")] = "all-MiniLM-L6-v2",
     embed_backend: Annotated[Optional[str], typer.Option(help="torch or fast (int8 ONNX); default fast where onnxruntime is installed.")] = None,
     status: Annotated[bool, typer.Option("--status", help="Print the metrics of the app running at --host/--port and exit.")] = False,
+    save_fit: Annotated[Optional[Path], typer.Option("--save-fit", help="After fitting, save each setting's fit into this directory (a JSON manifest + a .skops state each) for --fit.")] = None,
+    fit: Annotated[Optional[Path], typer.Option("--fit", help="Load the settings' fits saved in this directory by --save-fit instead of fitting on the store (no embedding, no cross-validation).")] = None,
 ) -> None:
     """Serve router settings behind an OpenAI-compatible endpoint on Ray Serve; served traffic goes to the store."""
     from harness.serving import server
@@ -582,9 +584,10 @@ def serve(
     if not routers:
         raise UserError("serve needs --routers, e.g. --routers knn:k=10@cost=0.001")
     st = open_store(store)
-    plan = server.build_plan(st.uri, routers, models or [], family=family, tasks=_csv(tasks), embedder=embedder, embed_backend=embed_backend)
+    plan = server.build_plan(st.uri, routers, models or [], family=family, tasks=_csv(tasks), embedder=embedder, embed_backend=embed_backend, save_fit=save_fit, fit=fit)
+    where = f", loaded from {fit}" if fit is not None else f", saved to {save_fit}" if save_fit is not None else ""
     for r in plan.routes:
-        console.print(f"{r.setting.name}: {r.setting.router} {r.setting.config} at λ={r.lam:.4g} ({r.status}), fitted on {r.n_train} prompts")
+        console.print(f"{r.setting.name}: {r.setting.router} {r.setting.config} at λ={r.lam:.4g} ({r.status}), fitted on {r.n_train} prompts{where}")
     url = server.start(plan, port=port, host=host, address=address)
     console.print(f"serving {', '.join(r.setting.name for r in plan.routes)} at {url}/v1 (Ctrl-C stops; traffic goes to {st.uri}, family {family})")
     import time

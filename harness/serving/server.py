@@ -1,8 +1,9 @@
 """Start and stop the app on Ray Serve, and read a running one's status.
 
 :func:`build_plan` does everything that can fail on bad input before Serve starts (settings,
-model configs and keys, the store, fitting); :func:`start` deploys the plan on a local Ray or the
-cluster at ``address`` and returns the base URL; ``/v1/chat/completions`` is under it.
+model configs and keys, the store, fitting or loading a saved fit); :func:`start` deploys the plan
+on a local Ray or the cluster at ``address`` and returns the base URL; ``/v1/chat/completions`` is
+under it.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from harness.errors import UserError
 from harness.model_config import load_model_config
 from harness.serving.fitted import TRAFFIC_FAMILY, Embedder, fit_routes
 from harness.serving.plan import ServePlan
+from harness.serving.saved_fit import FitSource, load_fits, save_fits
 from harness.serving.setting import parse_settings
 from harness.serving.upstream import Upstream
 from harness.sources import cache_dir
@@ -44,8 +46,16 @@ def build_plan(
     embedder: str = DEFAULT_EMBEDDER,
     embed_backend: str | None = None,
     flush_s: float = 1.0,
+    save_fit: str | os.PathLike | None = None,
+    fit: str | os.PathLike | None = None,
 ) -> ServePlan:
-    """Parse, load and fit: the plan every replica starts from."""
+    """Parse, load and fit: the plan every replica starts from.
+
+    ``fit``: load the routes saved in that directory instead of fitting (no embedding of the store,
+    no cross-validation); ``save_fit``: write the fitted routes there (:mod:`~harness.serving.saved_fit`).
+    """
+    if fit is not None and save_fit is not None:
+        raise UserError("--fit and --save-fit together: --fit loads a saved fit, --save-fit writes a new one; give one")
     parsed = parse_settings(list(settings))
     if not model_configs:
         raise UserError("serve needs the pool: --models model_configs/a.yaml --models model_configs/b.yaml")
@@ -59,7 +69,13 @@ def build_plan(
         raise UserError(f"--family '{family}': give a task family name")
     store = Store(store_uri)
     emb = Embedder(embedder, embed_backend or default_backend())
-    routes = fit_routes(store, parsed, names, emb, tasks)
+    if fit is not None:
+        routes = load_fits(fit, parsed, names, emb)
+    else:
+        versions = store.versions() if save_fit is not None else {}  # read before fitting: the fit saw at least these
+        routes = fit_routes(store, parsed, names, emb, tasks)
+        if save_fit is not None:
+            save_fits(save_fit, routes, emb, FitSource(store.uri, versions, list(tasks) if tasks else None))
     return ServePlan(routes, upstreams, emb, store.uri, family, flush_s, str(cache_dir()))
 
 
