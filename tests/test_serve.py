@@ -288,8 +288,14 @@ def test_streaming_relays_the_chosen_models_answer(served) -> None:
     assert "model=model-a" in raw.headers["x-routerbench-route"]
     chunks = list(raw.parse())
     assert {c.model for c in chunks} == {"model-a"}
-    assert "".join(c.choices[0].delta.content or "" for c in chunks).startswith("Give me a recipe")
-    assert chunks[-1].choices[0].finish_reason == "stop"
+    text = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
+    assert "".join(text).startswith("Give me a recipe")
+    assert len(text) == 8  # the upstream's own chunks (a word each), relayed as they came, not one relay of the whole answer
+    finish = [c for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert finish[-1].choices[0].finish_reason == "stop" and finish[-1].usage.completion_tokens == 8
+    prompts, outcomes = _traffic(served["store"], {"Give me a recipe for pumpkin soup."})
+    row = outcomes[outcomes["sample_id"].isin(prompts.loc[prompts["prompt"] == "Give me a recipe for pumpkin soup.", "sample_id"])]
+    assert row["response"].iloc[0] == "".join(text) and row["output_tokens"].iloc[0] == 8
 
 
 @pytest.mark.slow

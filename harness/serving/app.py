@@ -13,15 +13,16 @@
    ``x-routerbench-route`` (setting, model, predicted quality and cost); its traffic row is queued
    for the store (:mod:`harness.serving.traffic`), never waited for.
 
-Streaming relays the answer as events once the upstream has answered (the engines call upstreams
-without streaming, which is what their retries and usage accounting need): clients that stream get
-the protocol, not earlier first tokens.
+Streaming streams: the upstream is called with streaming on (:meth:`ApiCaller.stream`: retried
+until its first text, settled with the stream's usage) and each delta goes out as a chunk as it
+comes. A failure before the first text is a 502 as above; after it, an error event ends the stream.
 """
 
 from __future__ import annotations
 
 import os
 import time
+from collections.abc import AsyncIterator
 
 import numpy as np
 import pandas as pd
@@ -29,11 +30,12 @@ from fastapi import FastAPI, Request as HttpRequest
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from ray import serve
 
-from harness.generation.base import Request
+from harness.generation.api import Delta, StreamEvent
+from harness.generation.base import Request, Result
 from harness.serving.metrics import ServeStats, prometheus_text
 from harness.serving.plan import ServePlan
 from harness.serving.traffic import TrafficRow, TrafficWriter
-from harness.serving.wire import ROUTE_HEADER, BadBody, completion_body, completion_id, error_body, models_body, parse_body, stream_events
+from harness.serving.wire import DONE, ROUTE_HEADER, BadBody, Chunks, completion_body, completion_id, error_body, models_body, parse_body
 
 APP_NAME = "routerbench"  # the Serve application (one per Ray cluster: a second `serve` replaces it)
 
@@ -44,9 +46,58 @@ def _error(status: int, message: str, kind: str, code: str | None = None, param:
     return JSONResponse(error_body(message, kind, code, param), status_code=status)
 
 
-async def _relay(events: list[bytes]):
-    for event in events:
-        yield event
+class _Served:
+    """One routed request after routing: its traffic row, its stats, and its answer's relay."""
+
+    def __init__(self, app: RouterApp, route, decision, body, upstream, request: Request, arrived: float, overhead: float) -> None:
+        self.app, self.route, self.decision, self.body, self.upstream, self.request = app, route, decision, body, upstream, request
+        self.arrived, self.overhead = arrived, overhead
+
+    def record(self, result: Result) -> None:
+        """Queue the traffic row (never waits for the store)."""
+        r, d = self.route, self.decision
+        self.app.writer.add(
+            TrafficRow(
+                self.request.sample_id, self.body.stored_prompt(), d.model, r.setting.name, r.setting.router, r.setting.config, r.lam,
+                d.predicted_quality, d.predicted_cost, result.response, result.input_tokens, result.output_tokens,
+                result.cost_usd, result.latency_s, self.upstream.config.config_hash(), None if result.ok else f"engine:{result.error}",
+                pd.Timestamp.now(tz="UTC"),
+            )
+        )
+
+    def done(self, result: Result) -> None:
+        self.record(result)
+        self.app.stats.served(self.decision.model, self.overhead, result.latency_s, result.cost_usd, time.perf_counter() - self.arrived)
+
+    def message(self, result: Result) -> str:
+        return f"model '{self.decision.model}' (chosen by {self.route.setting.name}) failed after {result.attempts} attempt(s): {result.error}: {result.error_detail}"
+
+    def failed(self, result: Result, headers: dict[str, str]) -> JSONResponse:
+        self.record(result)
+        self.app.stats.failed(f"upstream:{result.error}")
+        return JSONResponse(error_body(self.message(result), "upstream_error", result.error), status_code=502, headers=headers)
+
+    async def relay(self, first: StreamEvent, events: AsyncIterator[StreamEvent]) -> AsyncIterator[bytes]:
+        """The upstream's deltas as chunks while it writes; a failure after the first one ends the
+        stream with an error event (the status was sent with the first chunk)."""
+        chunks = Chunks(completion_id(), self.decision.model)
+        event: StreamEvent | None = first
+        try:
+            yield chunks.role()
+            while isinstance(event, Delta):
+                yield chunks.content(event.text)
+                event = await anext(events)
+            assert isinstance(event, Result)
+            if event.ok:
+                self.done(event)
+                yield chunks.finish(event.input_tokens, event.output_tokens)
+            else:
+                self.record(event)
+                self.app.stats.failed(f"upstream:{event.error}")
+                yield chunks.error(self.message(event), "upstream_error", event.error)
+            yield DONE
+        finally:
+            await events.aclose()  # the client went away mid-stream: the call's grant is settled all the same
 
 
 # No access log line per request: every request is in the metrics and the traffic table already,
@@ -99,27 +150,22 @@ class RouterApp:
         decision = route.decide(features[None, :])[0]
         overhead = time.perf_counter() - start
         upstream = self.plan.upstreams[decision.model]
-        sample_id = TrafficRow.new_id()
-        result = await upstream.answer(Request(sample_id, body.turns(), body.token_cap))
-        self.writer.add(
-            TrafficRow(
-                sample_id, body.stored_prompt(), decision.model, route.setting.name, route.setting.router, route.setting.config, route.lam,
-                decision.predicted_quality, decision.predicted_cost, result.response, result.input_tokens, result.output_tokens,
-                result.cost_usd, result.latency_s, upstream.config.config_hash(), None if result.ok else f"engine:{result.error}",
-                pd.Timestamp.now(tz="UTC"),
-            )
-        )
+        request = Request(TrafficRow.new_id(), body.turns(), body.token_cap)
         headers = {ROUTE_HEADER: decision.header()}
-        if not result.ok:
-            self.stats.failed(f"upstream:{result.error}")
-            message = f"model '{decision.model}' (chosen by {route.setting.name}) failed after {result.attempts} attempt(s): {result.error}: {result.error_detail}"
-            return JSONResponse(error_body(message, "upstream_error", result.error), status_code=502, headers=headers)
-        self.stats.served(decision.model, overhead, result.latency_s, result.cost_usd, time.perf_counter() - arrived)
-        cid = completion_id()
+        served = _Served(self, route, decision, body, upstream, request, arrived, overhead)
         if body.stream:
-            events = stream_events(cid, decision.model, result.response or "", result.input_tokens, result.output_tokens)
-            return StreamingResponse(_relay(events), media_type="text/event-stream", headers=headers)
-        return JSONResponse(completion_body(cid, decision.model, result.response or "", result.input_tokens, result.output_tokens), headers=headers)
+            events = upstream.stream(request)
+            first = await anext(events)
+            if isinstance(first, Result):  # failed before any text (after the retries): a status can still say so
+                await events.aclose()
+                if not first.ok:
+                    return served.failed(first, headers)
+            return StreamingResponse(served.relay(first, events), media_type="text/event-stream", headers=headers)
+        result = await upstream.answer(request)
+        if not result.ok:
+            return served.failed(result, headers)
+        served.done(result)
+        return JSONResponse(completion_body(completion_id(), decision.model, result.response or "", result.input_tokens, result.output_tokens), headers=headers)
 
     def _snapshot(self) -> dict:
         return self.stats.snapshot(vars(self.writer.stats()))

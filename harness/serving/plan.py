@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from harness.serving.fitted import TRAFFIC_FAMILY, Embedder, FittedRoute
+from harness.serving.traffic import FLUSH_S
 from harness.serving.upstream import Upstream
 
 
@@ -19,5 +20,5 @@ class ServePlan:
     embedder: Embedder
     store_uri: str
     family: str = TRAFFIC_FAMILY
-    flush_s: float = 1.0  # traffic rows are written at least this often
+    flush_s: float = FLUSH_S  # traffic rows are written at least this often
     cache_dir: str | None = None  # the command's $ROUTERBENCH_CACHE (the fast embedder's ONNX file is built there once)

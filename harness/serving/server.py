@@ -26,6 +26,7 @@ from harness.serving.fitted import TRAFFIC_FAMILY, Embedder, fit_routes
 from harness.serving.plan import ServePlan
 from harness.serving.saved_fit import FitSource, load_fits, save_fits
 from harness.serving.setting import parse_settings
+from harness.serving.traffic import FLUSH_S
 from harness.serving.upstream import Upstream
 from harness.sources import cache_dir
 from harness.store import Store
@@ -45,7 +46,7 @@ def build_plan(
     tasks: Sequence[str] | None = None,
     embedder: str = DEFAULT_EMBEDDER,
     embed_backend: str | None = None,
-    flush_s: float = 1.0,
+    flush_s: float = FLUSH_S,
     save_fit: str | os.PathLike | None = None,
     fit: str | os.PathLike | None = None,
 ) -> ServePlan:

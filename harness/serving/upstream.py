@@ -11,11 +11,12 @@ answered or failed with its error kind, never as an exception.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from harness.components import engine_class
 from harness.errors import UserError
-from harness.generation.api import ApiCaller, ApiEngine, Secret, api_key
+from harness.generation.api import ApiCaller, ApiEngine, Secret, StreamEvent, api_key
 from harness.generation.base import Request, Result
 from harness.generation.lease import LeasingLimiter
 from harness.generation.limiter import get_limiter, limiter_name
@@ -55,6 +56,9 @@ class Upstream:
 
     async def answer(self, request: Request) -> Result:
         return await self.caller().answer(request)
+
+    def stream(self, request: Request) -> AsyncIterator[StreamEvent]:
+        return self.caller().stream(request)
 
     def __getstate__(self) -> dict:
         return {"config": self.config, "key": self.key, "_caller": None}

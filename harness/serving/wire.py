@@ -105,18 +105,40 @@ def completion_body(cid: str, model: str, text: str, input_tokens: int | None, o
     }
 
 
-def stream_events(cid: str, model: str, text: str, input_tokens: int | None, output_tokens: int | None) -> list[bytes]:
-    """The answer as server-sent events: role, content, finish (with usage), ``[DONE]``."""
-    created = int(time.time())
+DONE = b"data: [DONE]\n\n"
 
-    def chunk(delta: dict[str, Any], finish: str | None, usage: dict | None = None) -> bytes:
-        doc = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model, "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}]}
+
+class Chunks:
+    """One streamed answer's server-sent events, as OpenAI's chat-completion chunks."""
+
+    def __init__(self, cid: str, model: str) -> None:
+        self.cid, self.model, self.created = cid, model, int(time.time())
+
+    def _chunk(self, delta: dict[str, Any], finish: str | None, usage: dict | None = None) -> bytes:
+        doc = {"id": self.cid, "object": "chat.completion.chunk", "created": self.created, "model": self.model, "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}]}
         if usage is not None:
             doc["usage"] = usage
         return f"data: {json.dumps(doc, ensure_ascii=False)}\n\n".encode()
 
-    usage = completion_body(cid, model, text, input_tokens, output_tokens)["usage"]
-    return [chunk({"role": "assistant", "content": ""}, None), chunk({"content": text}, None), chunk({}, "stop", usage), b"data: [DONE]\n\n"]
+    def role(self) -> bytes:
+        return self._chunk({"role": "assistant", "content": ""}, None)
+
+    def content(self, text: str) -> bytes:
+        return self._chunk({"content": text}, None)
+
+    def finish(self, input_tokens: int | None, output_tokens: int | None) -> bytes:
+        return self._chunk({}, "stop", completion_body(self.cid, self.model, "", input_tokens, output_tokens)["usage"])
+
+    @staticmethod
+    def error(message: str, kind: str, code: str | None = None) -> bytes:
+        """A failure after the stream began (the status line is long gone): OpenAI's error JSON as an event."""
+        return f"data: {json.dumps(error_body(message, kind, code), ensure_ascii=False)}\n\n".encode()
+
+
+def stream_events(cid: str, model: str, text: str, input_tokens: int | None, output_tokens: int | None) -> list[bytes]:
+    """A whole answer as server-sent events: role, content, finish (with usage), ``[DONE]``."""
+    c = Chunks(cid, model)
+    return [c.role(), c.content(text), c.finish(input_tokens, output_tokens), DONE]
 
 
 def models_body(names: list[str]) -> dict[str, Any]:
