@@ -11,7 +11,7 @@ alike; every prompt is distinct (no cache can help). Latency is per request, as 
 Last line: ``overhead_p50_ms=<ms> overhead_p99_ms=<ms> throughput_ratio=<routed/direct>``
 (targets on 2 cores: p50 ≤ 15 ms, p99 ≤ 50 ms, ratio ≥ 0.8).
 
-    python bench/bench_serve.py [--n 200] [--rounds 2] [--concurrency 4] [--upstream-ms 50]
+    python bench/bench_serve.py [--n 200] [--rounds 2] [--concurrency 4] [--upstream-ms 50] [--replicas 2]
 """
 
 from __future__ import annotations
@@ -87,6 +87,7 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=4)
     ap.add_argument("--upstream-ms", type=float, default=50.0, help="how long each upstream takes to answer")
     ap.add_argument("--port", type=int, default=18000)
+    ap.add_argument("--replicas", type=int, default=2, help="app replicas (one Python thread each: 2 on 2 cores)")
     args = ap.parse_args()
 
     from ray import serve
@@ -102,7 +103,7 @@ def main() -> None:
         paths = [config_file(tmp, m, s, args.concurrency) for m, s in servers.items()]
         plan = build_plan(str(tmp / "store"), [SETTING], paths)
         ensure_ray()
-        url = start(plan, port=args.port)
+        url = start(plan, port=args.port, replicas=args.replicas)
         try:
             sides = {"direct": (servers["model-a"].url, "fault-model"), "routed": (f"{url}/v1", SETTING)}
             for side, (base, model) in sides.items():  # warm-up: connections, the embedder, the limiter
@@ -127,7 +128,7 @@ def main() -> None:
     total = args.n * args.rounds
     rps = {s: total / wall[s] for s in sides}
     p = {s: np.percentile(np.concatenate(latencies[s]) * 1000, [50, 99]) for s in sides}
-    print(f"concurrency={args.concurrency} requests={total} per side upstream_ms={args.upstream_ms:g} traffic_rows={len(written)} routed_to={status['requests']}")
+    print(f"concurrency={args.concurrency} requests={total} per side upstream_ms={args.upstream_ms:g} replicas={args.replicas} traffic_rows={len(written)} routed_to={status['requests']} (one replica's counters)")
     print(f"direct_req_s={rps['direct']:.1f} routed_req_s={rps['routed']:.1f} direct_p50_ms={p['direct'][0]:.1f} direct_p99_ms={p['direct'][1]:.1f} routed_p50_ms={p['routed'][0]:.1f} routed_p99_ms={p['routed'][1]:.1f}")
     q = {k: status[k] for k in ("overhead_s", "upstream_s", "handler_s")}
     print("inside the app (p50/p99 ms): " + ", ".join(f"{k.removesuffix('_s')} {1000 * v['p50']:.1f}/{1000 * v['p99']:.1f}" for k, v in q.items()))

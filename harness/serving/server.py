@@ -80,8 +80,10 @@ def build_plan(
     return ServePlan(routes, upstreams, emb, store.uri, family, flush_s, str(cache_dir()))
 
 
-def start(plan: ServePlan, port: int = 8000, host: str = "127.0.0.1", address: str | None = None) -> str:
-    """Deploy ``plan`` (replacing a running app of the same name); returns the base URL."""
+def start(plan: ServePlan, port: int = 8000, host: str = "127.0.0.1", address: str | None = None, replicas: int = 1) -> str:
+    """Deploy ``plan`` on ``replicas`` replicas (replacing a running app of the same name); returns
+    the base URL. A replica routes on one Python thread: on a machine with cores to spare, more
+    replicas serve more requests at once (each keeps its own counters and writes its own traffic)."""
     from ray import serve
 
     from harness.ray_runtime import ensure_ray
@@ -89,7 +91,7 @@ def start(plan: ServePlan, port: int = 8000, host: str = "127.0.0.1", address: s
 
     ensure_ray(address)
     serve.start(http_options={"host": host, "port": port})
-    serve.run(RouterApp.bind(plan), name=APP_NAME, route_prefix="/", blocking=False)
+    serve.run(RouterApp.options(num_replicas=replicas).bind(plan), name=APP_NAME, route_prefix="/", blocking=False)
     return f"http://{host}:{port}"
 
 
