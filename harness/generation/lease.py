@@ -102,20 +102,24 @@ class LeasingLimiter:
 
     async def throttled(self, grant_id: int, retry_after_s: float | None = None) -> None:
         await self.shared.throttled(grant_id, retry_after_s)
-        await self._release([s.grant.id for s in self._spares])
-        self._spares.clear()
+        await self._release(self._drop_spares())
 
     def snapshot(self) -> LimiterStats:
         return self.shared.snapshot()
 
     async def close(self) -> None:
         """Give every spare back and send the queued settles."""
-        await self._release([s.grant.id for s in self._spares])
-        self._spares.clear()
+        await self._release(self._drop_spares())
         if self._sender is not None and not self._sender.done():
             await self._sender
         if self._settles:
             await self._send_settles()
+
+    def _drop_spares(self) -> list[int]:
+        """Every spare's id, the spares forgotten at once (before any await: one fetched meanwhile is kept, not leaked)."""
+        ids = [s.grant.id for s in self._spares]
+        self._spares.clear()
+        return ids
 
     def _take_spare(self, tokens: int, cost_usd: float) -> Grant | None:
         for i, s in enumerate(self._spares):
