@@ -72,9 +72,12 @@ class _Served:
     def message(self, result: Result) -> str:
         return f"model '{self.decision.model}' (chosen by {self.route.setting.name}) failed after {result.attempts} attempt(s): {result.error}: {result.error_detail}"
 
-    def failed(self, result: Result, headers: dict[str, str]) -> JSONResponse:
+    def count_failure(self, result: Result) -> None:
         self.record(result)
         self.app.stats.failed(f"upstream:{result.error}")
+
+    def failed(self, result: Result, headers: dict[str, str]) -> JSONResponse:
+        self.count_failure(result)
         return JSONResponse(error_body(self.message(result), "upstream_error", result.error), status_code=502, headers=headers)
 
     async def relay(self, first: StreamEvent, events: AsyncIterator[StreamEvent]) -> AsyncIterator[bytes]:
@@ -92,8 +95,7 @@ class _Served:
                 self.done(event)
                 yield chunks.finish(event.input_tokens, event.output_tokens)
             else:
-                self.record(event)
-                self.app.stats.failed(f"upstream:{event.error}")
+                self.count_failure(event)
                 yield chunks.error(self.message(event), "upstream_error", event.error)
             yield DONE
         finally:
