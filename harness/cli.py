@@ -470,11 +470,12 @@ def regrade(
     judge: JudgeOpt = None,
     store: StoreOpt = None,
     unsafe_sandbox: UnsafeSandboxOpt = False,
+    family: Annotated[Optional[str], typer.Option("--family", help="Only this task family's outcomes, never-graded ones too (served traffic: `--family traffic --judge …`).")] = None,
 ) -> None:
     """Grade stored responses again where the grader version changed or grading failed (no model calls)."""
     from harness.refresh import regrade as run_regrade
 
-    counts = run_regrade(open_store(store), list(_csv(models) or ()) or None, grader_options=_grader_options(judge, unsafe_sandbox))
+    counts = run_regrade(open_store(store), list(_csv(models) or ()) or None, grader_options=_grader_options(judge, unsafe_sandbox), family=family)
     console.print("regraded " + (", ".join(f"{m}: {n}" for m, n in sorted(counts.items())) or "nothing: every grade is current"))
 
 

@@ -2,7 +2,9 @@
 
 * ``regrade``: outcomes whose grader version is not the current one (or whose grading failed) are
   graded again from their stored responses by the grader rebuilt from their stored id — no model
-  calls, but for a judge, which only a run given its model's config can rebuild.
+  calls, but for a judge, which only a run given its model's config can rebuild. ``--family F``:
+  only F's outcomes, and those never graded too (served traffic, which the judge grades:
+  :mod:`harness.grading.judged`).
 * ``reprice``: outcomes of token-priced models whose cost no longer matches the config's prices
   are re-costed from their stored token counts — no model calls.
 * ``refresh``: for every model config, answer what is missing (new prompts, a new model) or stale
@@ -20,8 +22,10 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import pandas as pd
 
+from harness.errors import UserError
 from harness.store import Store
 from harness.grading import prepare_options, regrade_options
+from harness.grading.judged import with_judge
 from harness.model_config import ModelConfig, scan_model_configs
 from harness.extend import ExtendReport, ExtendSpec, Progress, extend, grade_batch
 from harness.tasks import resolve
@@ -47,19 +51,33 @@ def _grader_names(rows: pd.DataFrame, families: Mapping) -> list[str]:
     return names
 
 
-def stale_grades(store: Store, models: list[str] | None = None, grader_options: Mapping[str, Any] | None = None, families: Mapping | None = None) -> pd.DataFrame:
+#: What a regrade reads of an outcome and writes back (its cost's source and time too: nothing is lost).
+REGRADE_COLUMNS = ["sample_id", "model", "response", "score", "cost_usd", "cost_source", "input_tokens", "output_tokens", "latency_s", "config_hash", "error", "created_at"]
+PROMPT_COLUMNS = ["sample_id", "task", "task_family", "prompt", "gold", "meta"]
+
+
+def stale_grades(
+    store: Store, models: list[str] | None = None, grader_options: Mapping[str, Any] | None = None, families: Mapping | None = None, family: str | None = None
+) -> pd.DataFrame:
     """Outcomes with a response whose grade is out of date and that this run can grade again (see
     :func:`harness.grading.regrade_options`), with ``grader_name`` (their family's grader) and
     ``grade_with`` (the options that rebuild it). Grades from the weaker sandbox are stale, except to
-    a run that itself grades there; a judge's are regraded only by a run given its model's config."""
-    outcomes = store.outcomes(["sample_id", "model", "response", "score", "cost_usd", "input_tokens", "output_tokens", "latency_s", "grader", "config_hash", "error"], models=models)
+    a run that itself grades there; a judge's are regraded only by a run given its model's config.
+    ``family``: only that task family's outcomes, those never graded (served traffic: a config hash,
+    no grader, no score, no error) included."""
+    outcomes = store.outcomes([*REGRADE_COLUMNS, "grader"], models=models)
     ours = outcomes["grader"].notna() | outcomes["error"].fillna("").str.startswith(("grader:", "gold:"))
+    prompts = None
+    if family is not None:
+        prompts = store.prompts(PROMPT_COLUMNS, families=[family])
+        in_family = outcomes["sample_id"].isin(prompts["sample_id"]).to_numpy()
+        ungraded = outcomes["config_hash"].notna() & outcomes["score"].isna() & outcomes["error"].isna()
+        outcomes, ours = outcomes[in_family], (ours | ungraded)[in_family]
     answered = outcomes["response"].notna() & ~outcomes["error"].fillna("").str.startswith("engine:")
     candidates = outcomes[ours & answered]
     if candidates.empty:
         return candidates.assign(prompt=None, gold=None, meta=None, task_family=None, task=None, grader_name=None, grade_with=None)
-    prompts = store.prompts(["sample_id", "task", "task_family", "prompt", "gold", "meta"])
-    rows = candidates.merge(prompts, on="sample_id", how="inner")
+    rows = candidates.merge(store.prompts(PROMPT_COLUMNS) if prompts is None else prompts, on="sample_id", how="inner")
     keys = list(
         zip(
             [g if isinstance(g, str) else None for g in rows["grader"]],
@@ -79,11 +97,20 @@ def regrade(
     *,
     grader_options: Mapping[str, Any] | None = None,
     chunk: int = 512,
+    family: str | None = None,
 ) -> dict[str, int]:
     """Grade stale outcomes again from their stored responses; returns regraded counts per model.
-    ``grader_options`` are the run's (``{"judge": path, "unsafe_sandbox": True}``)."""
+    ``grader_options`` are the run's (``{"judge": path, "unsafe_sandbox": True}``). ``family``: only
+    that task family's outcomes, ungraded ones too; served traffic is graded by the judge
+    (:func:`harness.grading.judged.with_judge`)."""
     families = store.families()  # read once: grader names, then their settings
-    rows = stale_grades(store, models, dict(grader_options or {}), families)
+    if family is not None:
+        prompts = store.prompts(["task_family", "gold", "meta"], families=[family])
+        if prompts.empty:
+            known = sorted(store.prompts(["task_family"])["task_family"].unique())
+            raise UserError(f"--family {family}: no prompts of that task family in {store.uri} (it has: {', '.join(known) or 'none'})")
+        families = with_judge(store, prompts, [family], families, grader_options or {}, flag="--family")
+    rows = stale_grades(store, models, dict(grader_options or {}), families, family)
     counts: dict[str, int] = {}
     tags = rows["grade_with"].map(lambda o: "+".join(o.tags()))
     for (name, _), group in rows.groupby([rows["grader_name"], tags], sort=True):
@@ -92,9 +119,7 @@ def regrade(
         for start in range(0, len(group), chunk):
             part = group.iloc[start : start + chunk].rename(columns={"grader": "old_grader", "grader_name": "grader"})
             graded = grade_batch(part.assign(error=None), options=record, families=families)
-            out = graded[["sample_id", "model", "response", "score", "cost_usd", "input_tokens", "output_tokens", "latency_s", "config_hash", "error"]].assign(
-                grader=graded["grader_id"]
-            )
+            out = graded[REGRADE_COLUMNS].assign(grader=graded["grader_id"])
             store.append(outcomes=out, overwrite=True, source="regrade")
             for model, n in out["model"].value_counts().items():
                 counts[str(model)] = counts.get(str(model), 0) + int(n)
