@@ -164,3 +164,23 @@ def test_regrade_family_traffic_needs_judge_prompts_in_the_store(tmp_path: Path,
     message = cli_error("regrade", "--family", "traffic", "--judge", cfg, "--store", uri)
     assert message == "--family traffic: the judge needs MT-Bench's judge prompts in the store: `routerbench prompts import mtbench DIR` (DIR with judge_prompts.jsonl) first"
     assert "traffic" not in Store(uri).families() and judge.calls == 0
+
+
+def test_the_judge_reads_a_served_conversation_as_one_question() -> None:
+    from harness.grading import grade_frame
+    from harness.grading.judge import JudgeGrader, judge_prompts_from
+
+    seen: list[list[dict]] = []
+
+    def complete(messages: list[dict]) -> str:
+        seen.append(messages)
+        return "Rating: [[7]]"
+
+    conversation = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}, {"role": "user", "content": "And 2+2?"}]
+    grader = JudgeGrader(complete, judge_prompts_from({"judge_prompts": PROMPTS}), "j", concurrency=1)
+    frame = pd.DataFrame({"response": ["4", "Paris"], "gold": [None, None], "meta": [None, None], "prompt": [json.dumps(conversation), "Capital of France?"]})
+    graded = grade_frame(grader, frame)
+    assert graded["score"].tolist() == [0.7, 0.7] and graded["error"].isna().all()
+    assert len(seen) == 2  # one judge call each: the answer is to the conversation's last turn
+    assert seen[0][1]["content"] == "[Question]\n[system]\nBe brief.\n\n[user]\nHi\n\n[assistant]\nHello\n\n[user]\nAnd 2+2?\n[Answer]\n4\nRate it [[1-10]]."
+    assert seen[1][1]["content"] == "[Question]\nCapital of France?\n[Answer]\nParis\nRate it [[1-10]]."

@@ -6,7 +6,9 @@ prompts (``judge_prompts.jsonl``): ``single-v1`` for the first turn and ``single
 for the second, and their ``-math-`` variants with GPT-4's reference answers for math, reasoning and
 coding questions. The question's turns come from ``meta["turns"]`` (else the prompt, a JSON list of
 turns); the response is the answer text, or a JSON list with one answer per turn; gold is the JSON
-list of reference answers (may be null). A multi-turn answer scores the mean over its turns.
+list of reference answers (may be null). A multi-turn answer scores the mean over its turns. Served
+traffic (no gold) is judged the same way: a served conversation (:func:`served_conversation`) is one
+question, its transcript, and the answer to its last turn.
 
 Scale: rating / 10, as RouterBench stored MT-Bench (so 1 → 0.1, 10 → 1.0), rather than
 (rating − 1) / 9. The grader's id names the judge model (its ``judge`` option, a model config that
@@ -47,6 +49,33 @@ def parse_rating(judgment: str) -> float | None:
             rating = found[-1]
             return rating if 1.0 <= rating <= 10.0 else None
     return None
+
+
+def served_conversation(prompt: object) -> list[dict[str, str]] | None:
+    """A served prompt's conversation, or None for a single question. ``routerbench serve`` stores a
+    request of one user message as its text and any other as the JSON list of its messages
+    (``{"role", "content"}``): asked again and judged as that conversation."""
+    if not isinstance(prompt, str) or not prompt.startswith("["):
+        return None
+    try:
+        doc = json.loads(prompt)
+    except ValueError:
+        return None
+    if isinstance(doc, list) and doc and all(isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str) for m in doc):
+        return [{"role": m["role"], "content": m["content"]} for m in doc]
+    return None
+
+
+def _questions(meta: Mapping[str, Any]) -> list[str]:
+    """The question turns to judge: ``meta["turns"]`` (MT-Bench's), else the prompt's; a served
+    conversation is one question, its messages as a transcript (the answer is to its last turn)."""
+    turns = meta.get("turns")  # a count, not the turns, in rows imported from RouterBench's wide layout
+    if isinstance(turns, list):
+        return [str(t) for t in turns]
+    conversation = served_conversation(meta.get("prompt"))
+    if conversation is not None:
+        return ["\n\n".join(f"[{m['role']}]\n{m['content']}" for m in conversation)]
+    return _turns(meta.get("prompt"))
 
 
 def _turns(value: object) -> list[str]:
@@ -112,8 +141,7 @@ class JudgeGrader(Grader):
         jobs: list[tuple[int, Messages]] = []
         early: dict[int, Grade] = {}
         for i, (response, gold, meta) in enumerate(zip(responses, golds, metas)):
-            turns = meta.get("turns")  # a count, not the turns, in rows imported from RouterBench's wide layout
-            questions = _turns(turns if isinstance(turns, list) else meta.get("prompt"))
+            questions = _questions(meta)
             answers = _turns(response)[: len(questions)]
             if not questions or len(answers) < 1:
                 early[i] = failed("no question turns in meta['turns'] or the prompt")
