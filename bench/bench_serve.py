@@ -128,7 +128,7 @@ def main() -> None:
     total = args.n * args.rounds
     rps = {s: total / wall[s] for s in sides}
     p = {s: np.percentile(np.concatenate(latencies[s]) * 1000, [50, 99]) for s in sides}
-    print(f"concurrency={args.concurrency} requests={total} per side upstream_ms={args.upstream_ms:g} replicas={args.replicas} traffic_rows={len(written)} routed_to={status['requests']} (one replica's counters)")
+    print(f"concurrency={args.concurrency} requests={total} per side upstream_ms={args.upstream_ms:g} replicas={args.replicas} traffic_rows={len(written)} routed_to={status['requests']} (all {status['replicas']} replicas)")
     print(f"direct_req_s={rps['direct']:.1f} routed_req_s={rps['routed']:.1f} direct_p50_ms={p['direct'][0]:.1f} direct_p99_ms={p['direct'][1]:.1f} routed_p50_ms={p['routed'][0]:.1f} routed_p99_ms={p['routed'][1]:.1f}")
     q = {k: status[k] for k in ("overhead_s", "upstream_s", "handler_s")}
     print("inside the app (p50/p99 ms): " + ", ".join(f"{k.removesuffix('_s')} {1000 * v['p50']:.1f}/{1000 * v['p99']:.1f}" for k, v in q.items()))

@@ -574,7 +574,7 @@ def serve(
     embed_backend: Annotated[Optional[str], typer.Option(help="torch or fast (int8 ONNX); default fast where onnxruntime is installed.")] = None,
     status: Annotated[bool, typer.Option("--status", help="Print the metrics of the app running at --host/--port and exit.")] = False,
     save_fit: Annotated[Optional[Path], typer.Option("--save-fit", help="After fitting, save each setting's fit into this directory (a JSON manifest + a .skops state each) for --fit.")] = None,
-    replicas: Annotated[int, typer.Option(min=1, help="Serve replicas of the app (each routes on one Python thread; its counters are its own).")] = 1,
+    replicas: Annotated[int, typer.Option(min=1, help="Serve replicas of the app (each routes on one Python thread; --status adds up their counters).")] = 1,
     fit: Annotated[Optional[Path], typer.Option("--fit", help="Load the settings' fits saved in this directory by --save-fit instead of fitting on the store (no embedding, no cross-validation).")] = None,
 ) -> None:
     """Serve router settings behind an OpenAI-compatible endpoint on Ray Serve; served traffic goes to the store."""

@@ -24,7 +24,7 @@ from harness.errors import UserError
 from harness.generation.testing import FaultPlan, FaultServer
 from harness.generation.testing.configs import write_fault_config
 from harness.serving.fitted import FittedRoute, fit_route
-from harness.serving.metrics import ServeStats, prometheus_text
+from harness.serving.metrics import ServeStats, StatsHub, prometheus_text
 from harness.serving.setting import parse_setting, parse_settings
 from harness.serving.traffic import TrafficRow, TrafficWriter
 from harness.serving.wire import BadBody, parse_body, stream_events
@@ -186,20 +186,40 @@ def test_a_store_outage_is_retried_counted_and_never_blocks(tmp_path: Path) -> N
     assert len(Store(blocker / "store").outcomes()) == 5
 
 
-def test_metrics_render_for_prometheus_and_the_status_table() -> None:
+def test_metrics_add_up_every_replicas_reports_for_prometheus_and_the_status_table() -> None:
     from harness.serving.server import status_table
 
-    stats = ServeStats("r1")
+    writer = {"written": 10, "pending": 1, "dropped": 0, "failed_appends": 0, "last_error": None}
+    r1, r2, hub = ServeStats("r1"), ServeStats("r2"), StatsHub()
     for i in range(10):
-        stats.served("model-a", 0.001 * (i + 1), 0.02, 1e-5, 0.03)
-    stats.failed("unknown_model")
-    snap = stats.snapshot({"written": 10, "pending": 0, "dropped": 0, "failed_appends": 0, "last_error": None})
+        r1.served("model-a", 0.001 * (i + 1), 0.02, 1e-5, 0.03)
+    r1.failed("unknown_model")
+    first = r1.report(writer)
+    hub.absorb(first)
+    hub.absorb(first)  # a report delivered twice counts once
+    r1.served("model-b", 0.011, 0.02, 3e-5, 0.03)
+    hub.absorb(r1.report(writer))
+    hub.absorb(first)  # ... and a late older one does not take them back
+    for i in range(5):
+        r2.served("model-b", 0.1, None, None, 0.2)
+    hub.absorb(r2.report({**writer, "failed_appends": 2, "last_error": "OSError: store down"}))
+    assert r1.report().timings == {"overhead_s": [], "upstream_s": [], "handler_s": []}  # timings go once
+
+    snap = hub.snapshot()
+    assert snap["replicas"] == 2
+    assert snap["requests"] == {"model-a": 10, "model-b": 6} and snap["errors"] == {"unknown_model": 1}
+    assert snap["cost_usd"] == pytest.approx({"model-a": 1e-4, "model-b": 3e-5}) and snap["cost_per_request_usd"] == pytest.approx(1.3e-4 / 16)
+    overhead = [0.001 * (i + 1) for i in range(10)] + [0.011] + [0.1] * 5
+    assert snap["overhead_s"]["p50"] == pytest.approx(np.quantile(overhead, 0.5)) and snap["overhead_s"]["p99"] == pytest.approx(np.quantile(overhead, 0.99))
+    assert snap["traffic"] == {"written": 20, "pending": 2, "dropped": 0, "failed_appends": 2, "last_error": "OSError: store down"}
+
     text = prometheus_text(snap)
-    assert 'routerbench_requests_total{replica="r1",model="model-a"} 10' in text
-    assert 'routerbench_errors_total{replica="r1",kind="unknown_model"} 1' in text
-    assert 'routerbench_routing_overhead_seconds{replica="r1",quantile="0.99"}' in text
-    assert snap["overhead_s"]["p50"] == pytest.approx(0.0055) and snap["cost_per_request_usd"] == pytest.approx(1e-5)
-    assert status_table(snap).row_count >= 5
+    assert "routerbench_replicas 2" in text
+    assert 'routerbench_requests_total{model="model-a"} 10' in text and 'routerbench_requests_total{model="model-b"} 6' in text
+    assert 'routerbench_errors_total{kind="unknown_model"} 1' in text
+    assert 'routerbench_routing_overhead_seconds{quantile="0.99"}' in text and 'routerbench_traffic_rows{state="pending"} 2' in text
+    table = status_table(snap)
+    assert table.title == "routerbench serve (2 replicas)" and table.row_count >= 5
 
 
 def test_cli_serve_reports_bad_settings_in_one_line() -> None:
@@ -228,7 +248,7 @@ def served(ray_local, tmp_path_factory: pytest.TempPathFactory):
         paths = [config_file(tmp, name, s) for name, s in servers.items()]
         plan = build_plan(str(tmp / "store"), [SETTING, "knn:k=5@cost=0.001"], paths, flush_s=FLUSH_S)
         port = free_port()
-        url = start(plan, port=port)
+        url = start(plan, port=port, replicas=2)
         try:
             yield {"url": url, "store": store, "servers": servers, "plan": plan, "port": port}
         finally:
@@ -319,6 +339,35 @@ def test_errors_are_openai_errors(served) -> None:
     assert len(served["servers"]["model-c"].ledger.attempts) >= 3  # retried before giving up
 
 
+def _status_when(url: str, done, timeout_s: float = 30.0) -> dict:
+    """The app's status once ``done(status)`` holds (replicas report every REPORT_S), or the last one read."""
+    from harness.serving.server import read_status
+
+    deadline = time.monotonic() + timeout_s
+    while not done(status := read_status(url)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return status
+
+
+@pytest.mark.slow
+def test_status_and_metrics_add_up_both_replicas(served) -> None:
+    """Every request counted once, whichever replica answered it and whichever answers the status:
+    the counts per model equal what the upstream servers saw."""
+    client = _client(served["url"])
+    upstream = lambda: {m: sum(s.ledger.served().values()) for m, s in served["servers"].items() if m != "model-c"}  # noqa: E731
+    assert _status_when(served["url"], lambda s: s["replicas"] == 2)["replicas"] == 2  # both report, requests or not
+    before = upstream()
+    for text in [tpl.format(w) for tpl in TOPICS["cook"][:2] + TOPICS["stars"][:2] for w in ("plum", "teal", "gold")]:
+        client.chat.completions.create(model=SETTING, messages=_ask(text))
+    want = upstream()  # every answer of these upstreams, in this module's tests too, is one request served
+    assert {m: want[m] - before[m] for m in want} == {"model-a": 6, "model-b": 6}
+    status = _status_when(served["url"], lambda s: {m: s["requests"].get(m, 0) for m in want} == want)
+    assert {m: status["requests"].get(m, 0) for m in want} == want
+    with urllib.request.urlopen(f"{served['url']}/metrics", timeout=30) as reply:
+        metrics = reply.read().decode()
+    assert "routerbench_replicas 2" in metrics and f'routerbench_requests_total{{model="model-a"}} {want["model-a"]}' in metrics
+
+
 @pytest.mark.slow
 def test_traffic_rows_land_in_the_store_and_survive_a_restart(served) -> None:
     from harness.serving.server import read_status, start, stop
@@ -350,7 +399,7 @@ def test_traffic_rows_land_in_the_store_and_survive_a_restart(served) -> None:
     # A request answered right before the app stops is written on the way down, and what was written stays.
     last = "How bright is the star Sirius in the night sky?"
     client.chat.completions.create(model=SETTING, messages=_ask(last))
-    assert read_status(served["url"])["traffic"]["pending"] == 1  # queued, not written yet (FLUSH_S)
+    assert _status_when(served["url"], lambda s: s["traffic"]["pending"] == 1, timeout_s=3)["traffic"]["pending"] == 1  # queued, not written yet (FLUSH_S)
     stop()
     assert last in set(served["store"].prompts(families=["traffic"])["prompt"])  # written by the shutdown
     start(served["plan"], port=served["port"])

@@ -2,7 +2,8 @@
 
 ``POST /v1/chat/completions`` (plain, or ``stream: true`` as server-sent events), ``GET /v1/models``
 (the deployed router settings: what ``model`` may name), ``GET /metrics`` (Prometheus text) and
-``GET /v1/routerbench/status`` (the same as JSON). A request is:
+``GET /v1/routerbench/status`` (the same as JSON), both over every replica (each sends its counters
+to the app's :class:`StatsCollector`, :mod:`harness.serving.metrics`). A request is:
 
 1. parsed (400 on a body that is not a chat request) and its ``model`` looked up among the
    deployed settings (404 listing them);
@@ -20,6 +21,8 @@ comes. A failure before the first text is a 502 as above; after it, an error eve
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
 import time
 from collections.abc import AsyncIterator
@@ -32,12 +35,14 @@ from ray import serve
 
 from harness.generation.api import Delta, StreamEvent
 from harness.generation.base import Request, Result
-from harness.serving.metrics import ServeStats, prometheus_text
+from harness.serving.metrics import REPORT_S, ServeStats, StatsHub, StatsReport, prometheus_text
 from harness.serving.plan import ServePlan
 from harness.serving.traffic import TrafficRow, TrafficWriter
 from harness.serving.wire import DONE, ROUTE_HEADER, BadBody, Chunks, completion_body, completion_id, error_body, models_body, parse_body
 
 APP_NAME = "routerbench"  # the Serve application (one per Ray cluster: a second `serve` replaces it)
+
+log = logging.getLogger(__name__)
 
 api = FastAPI(title="routerbench serve")
 
@@ -102,19 +107,40 @@ class _Served:
             await events.aclose()  # the client went away mid-stream: the call's grant is settled all the same
 
 
+@serve.deployment(name=f"{APP_NAME}-stats", num_replicas=1, ray_actor_options={"num_cpus": 0}, logging_config={"enable_access_log": False})
+class StatsCollector:
+    """The app's one :class:`StatsHub`: routing replicas send it their reports, ``/metrics`` and the
+    status read its snapshot. Serve restarts it if it dies; the next reports bring the totals back."""
+
+    def __init__(self) -> None:
+        self.hub = StatsHub()
+
+    def absorb(self, report: StatsReport) -> None:
+        self.hub.absorb(report)
+
+    def snapshot(self) -> dict:
+        return self.hub.snapshot()
+
+
 # No access log line per request: every request is in the metrics and the traffic table already,
 # and on 2 cores the log line and its trip to the driver cost more than routing the request.
 @serve.deployment(name=APP_NAME, max_ongoing_requests=512, ray_actor_options={"num_cpus": 0}, logging_config={"enable_access_log": False})
 @serve.ingress(api)
 class RouterApp:
-    def __init__(self, plan: ServePlan) -> None:
-        self.plan = plan
+    def __init__(self, plan: ServePlan, collector) -> None:  # noqa: ANN001 - a DeploymentHandle of StatsCollector
+        self.plan, self.collector = plan, collector
+        self._reporting: asyncio.Task | None = None
+        self._sending = asyncio.Lock()  # reports leave in the order they are numbered
         if plan.cache_dir:
             os.environ["ROUTERBENCH_CACHE"] = plan.cache_dir  # the embedder built by the command is found, not rebuilt
         self.routes = {r.setting.name: r for r in plan.routes}
         context = serve.get_replica_context()
         self.stats = ServeStats(str(getattr(context, "replica_tag", None) or getattr(context, "replica_id", "0")))
         self.writer = TrafficWriter(plan.store_uri, plan.family, flush_s=plan.flush_s)
+        try:  # Serve runs the constructor on the replica's loop: report from the start, requests or not
+            self._start_reporting()
+        except RuntimeError:  # no loop running here: the first request starts it
+            pass
         plan.embedder.embed(["warm up"])  # loads the embedder before the first request
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.0)
@@ -123,21 +149,45 @@ class RouterApp:
         that a hand-off to a thread (and back, through the GIL) would only lengthen."""
         return list(self.plan.embedder.embed(texts))
 
+    async def _report(self) -> None:
+        """Send this replica's report to the collector (a failed send loses only its timings:
+        the counters are totals and go again with the next one)."""
+        try:
+            async with self._sending:
+                await self.collector.absorb.remote(self.stats.report(vars(self.writer.stats())))
+        except Exception as exc:  # noqa: BLE001 - the collector restarting: metrics wait, requests do not
+            log.warning("serve: metrics report not delivered (%s)", exc)
+
+    async def _report_every(self) -> None:
+        while True:
+            await asyncio.sleep(REPORT_S)
+            await self._report()
+
+    def _start_reporting(self) -> None:
+        if self._reporting is None:
+            self._reporting = asyncio.get_running_loop().create_task(self._report_every())
+
+    async def _snapshot(self) -> dict:
+        self._start_reporting()
+        await self._report()  # this replica's requests are all in
+        return await self.collector.snapshot.remote()
+
     @api.get("/v1/models")
     async def models(self) -> JSONResponse:
         return JSONResponse(models_body(list(self.routes)))
 
     @api.get("/v1/routerbench/status")
     async def status(self) -> JSONResponse:
-        return JSONResponse(self._snapshot())
+        return JSONResponse(await self._snapshot())
 
     @api.get("/metrics")
     async def metrics(self) -> PlainTextResponse:
-        return PlainTextResponse(prometheus_text(self._snapshot()), media_type="text/plain; version=0.0.4")
+        return PlainTextResponse(prometheus_text(await self._snapshot()), media_type="text/plain; version=0.0.4")
 
     @api.post("/v1/chat/completions")
     async def chat(self, http: HttpRequest):
         arrived = time.perf_counter()
+        self._start_reporting()
         try:
             body = parse_body(await http.body())
         except BadBody as exc:
@@ -168,9 +218,6 @@ class RouterApp:
             return served.failed(result, headers)
         served.done(result)
         return JSONResponse(completion_body(completion_id(), decision.model, result.response or "", result.input_tokens, result.output_tokens), headers=headers)
-
-    def _snapshot(self) -> dict:
-        return self.stats.snapshot(vars(self.writer.stats()))
 
     def flush_traffic(self, timeout_s: float = 30.0) -> dict:
         """Write every queued traffic row now (for a graceful stop, and tests)."""

@@ -83,15 +83,15 @@ def build_plan(
 def start(plan: ServePlan, port: int = 8000, host: str = "127.0.0.1", address: str | None = None, replicas: int = 1) -> str:
     """Deploy ``plan`` on ``replicas`` replicas (replacing a running app of the same name); returns
     the base URL. A replica routes on one Python thread: on a machine with cores to spare, more
-    replicas serve more requests at once (each keeps its own counters and writes its own traffic)."""
+    replicas serve more requests at once (each writes its own traffic; the metrics add them up)."""
     from ray import serve
 
     from harness.ray_runtime import ensure_ray
-    from harness.serving.app import APP_NAME, RouterApp
+    from harness.serving.app import APP_NAME, RouterApp, StatsCollector
 
     ensure_ray(address)
     serve.start(http_options={"host": host, "port": port})
-    serve.run(RouterApp.options(num_replicas=replicas).bind(plan), name=APP_NAME, route_prefix="/", blocking=False)
+    serve.run(RouterApp.options(num_replicas=replicas).bind(plan, StatsCollector.bind()), name=APP_NAME, route_prefix="/", blocking=False)
     return f"http://{host}:{port}"
 
 
@@ -105,7 +105,7 @@ def stop() -> None:
 
 
 def read_status(url: str, timeout_s: float = 10.0) -> dict[str, Any]:
-    """A running app's counters and percentiles (``/v1/routerbench/status``)."""
+    """A running app's counters and percentiles over its replicas (``/v1/routerbench/status``)."""
     try:
         with urllib.request.urlopen(f"{url.rstrip('/')}/v1/routerbench/status", timeout=timeout_s) as reply:
             return json.loads(reply.read())
@@ -119,7 +119,7 @@ def _ms(value: float | None) -> str:
 
 def status_table(snap: dict[str, Any]) -> Table:
     """The snapshot as the table ``serve --status`` prints."""
-    table = Table(title=f"routerbench serve (replica {snap['replica']})")
+    table = Table(title=f"routerbench serve ({snap['replicas']} replica{'s' if snap['replicas'] != 1 else ''})")
     for col in ("metric", "value"):
         table.add_column(col)
     for model, n in sorted(snap["requests"].items()):
