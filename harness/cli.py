@@ -29,7 +29,7 @@ data_app = typer.Typer(no_args_is_help=True, help="Inspect and maintain the outc
 app.add_typer(data_app, name="data")
 sandbox_app = typer.Typer(no_args_is_help=True, help="The sandbox that runs model-written code.")
 app.add_typer(sandbox_app, name="sandbox")
-JudgeOpt = Annotated[Optional[Path], typer.Option(help="Model config of the LLM judge for MT-Bench answers.")]
+JudgeOpt = Annotated[Optional[Path], typer.Option(help="Model config of the LLM judge for MT-Bench answers and served traffic.")]
 UnsafeSandboxOpt = Annotated[
     bool,
     typer.Option("--unsafe-sandbox", help="Grade model-written code without bubblewrap, in the weaker process sandbox (warned, recorded in each outcome's grader)."),
@@ -408,7 +408,7 @@ def report(
 @app.command()
 def extend(
     model: Annotated[Path, typer.Option("--model", help="Model config YAML, e.g. model_configs/gemma3-270m-local.yaml.")],
-    tasks: Annotated[Optional[str], typer.Option(help="Comma-separated task families (default: every family in the store).")] = None,
+    tasks: Annotated[Optional[str], typer.Option(help="Comma-separated task families (default: every family in the store but served traffic, which is answered only when named: --tasks traffic --judge …).")] = None,
     limit: Annotated[Optional[int], typer.Option(min=1, help="The first N prompts of each family, in sorted sample_id order.")] = None,
     shots: Annotated[int, typer.Option(min=0, help="Few-shot exemplars in each prompt (RouterBench's formats: 0 or 5).")] = 0,
     judge: JudgeOpt = None,

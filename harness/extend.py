@@ -3,7 +3,9 @@
 1. **Plan** (driver): the store's prompts of the families asked for (the first ``limit`` of each in
    sorted sample_id order), minus those this model already answered under the same config hash
    (model, sampling, chat and prompt template). Engine failures and stale answers are redone; a
-   rerun of an interrupted run does only what is missing.
+   rerun of an interrupted run does only what is missing. Served traffic (``routerbench serve``'s
+   family: no gold, no task family of its own) is answered only when named, asked as it was served
+   (the model's served answers are kept) and graded by the LLM judge (:mod:`harness.grading.judged`).
 2. **Generate** (an actor holding the model's engine, :class:`harness.answering.Answerer`, the
    path ``generate`` takes too): each family renders its prompts (0- or k-shot); multi-turn
    prompts are answered turn by turn. The engine brings its own parallelism:
@@ -45,6 +47,8 @@ import pandas as pd
 from harness.answering import Answerer, work_rows
 from harness.errors import RunStopped, UserError, first_line
 from harness.grading import family_settings, grade_frame, grader_class, make_grader, prepare_options
+from harness.grading.judge import served_conversation
+from harness.grading.judged import judged_families, with_judge
 from harness.model_config import ModelConfig
 from harness.prompt_meta import FamilySettings
 from harness.ray_runtime import ensure_ray, joins_cluster, keyless_runtime_env, lost_with_a_node, node_id, node_seconds
@@ -138,21 +142,42 @@ def error_kind(error: str) -> str:
 def plan(store: Store, config: ModelConfig, spec: ExtendSpec, settings: Mapping[str, FamilySettings] | None = None) -> tuple[pd.DataFrame, int]:
     """The prompts to answer (work rows, :func:`harness.answering.work_rows`) and how many were
     already done; ``settings``: the store's families table (read here when not given)."""
+    work, done, _ = _plan(store, config, spec, store.families() if settings is None else settings)
+    return work, done
+
+
+def _as_served(work: pd.DataFrame, config: ModelConfig, served: list[str]) -> pd.DataFrame:
+    """Served traffic's work rows asked as ``routerbench serve`` asked them: a conversation as its
+    messages, and under the config hash serve records (the model config's, no prompt template), so
+    an answer the model gave when it was served counts as done and is not asked for again."""
+    rows = work["task_family"].isin(served).to_numpy()
+    if rows.any():
+        conversations = [served_conversation(p) for p in work.loc[rows, "prompt"]]
+        work.loc[rows, "messages"] = [m if c is None else json.dumps(c, ensure_ascii=False) for c, m in zip(conversations, work.loc[rows, "messages"])]
+        work.loc[rows, "config_hash"] = config.config_hash()
+    return work
+
+
+def _plan(store: Store, config: ModelConfig, spec: ExtendSpec, settings: Mapping[str, FamilySettings]) -> tuple[pd.DataFrame, int, dict[str, FamilySettings]]:
+    """:func:`plan`, and the families table as grading reads it: served traffic (answered only when
+    ``spec.families`` names it) graded by the judge (:func:`harness.grading.judged.with_judge`)."""
     prompts = store.prompts(["sample_id", "task", "task_family", "prompt", "gold", "meta"])
     if prompts.empty:
         raise UserError(f"the store at {store.uri} has no prompts; `routerbench import` or `routerbench prompts import` first")
     available = sorted(prompts["task_family"].unique())
-    families = list(spec.families) if spec.families else available
+    served = judged_families(prompts, settings)
+    families = list(spec.families) if spec.families else [f for f in available if f not in served]
     unknown = [f for f in families if f not in available]
     if unknown:
         raise UserError(f"no prompts of task famil{'y' if len(unknown) == 1 else 'ies'} {', '.join(unknown)} in the store (it has {', '.join(available)})")
+    settings = with_judge(store, prompts, families, settings, spec.grader_options, flag="--tasks")
     prompts = prompts[prompts["task_family"].isin(families)].sort_values("sample_id", ignore_index=True)
     if spec.sample_ids is not None:
         prompts = prompts[prompts["sample_id"].isin(list(spec.sample_ids))]
     if spec.limit is not None:
         prompts = prompts.groupby("task_family", sort=True).head(spec.limit).reset_index(drop=True)
 
-    work = work_rows(prompts, config, spec.shots, store.families() if settings is None else settings)
+    work = _as_served(work_rows(prompts, config, spec.shots, settings), config, [f for f in served if f in families])
     done = store.outcomes(["sample_id", "response", "score", "error", "config_hash"], models=[config.name])
     # An answer is kept once the model gave one: a grading problem (missing gold, grader error) is
     # `regrade`'s to fix from the stored response, only engine failures are asked again.
@@ -160,7 +185,7 @@ def plan(store: Store, config: ModelConfig, spec: ExtendSpec, settings: Mapping[
     stored = work[["sample_id", "config_hash"]].merge(done[answered.to_numpy()].assign(_present=True), on="sample_id", how="left", suffixes=("", "_stored"))
     # Done: answered under the same config hash, or imported (no hash: answers published as they are).
     finished = stored["_present"].notna() & (stored["config_hash_stored"].isna() | (stored["config_hash_stored"] == stored["config_hash"]))
-    return work[~finished.to_numpy()].reset_index(drop=True), int(finished.sum())
+    return work[~finished.to_numpy()].reset_index(drop=True), int(finished.sum()), settings
 
 
 # ---------------------------------------------------------------------- grade
@@ -264,8 +289,8 @@ def extend(
     answered again, up to ``spec.lost_node_retries`` times."""
     import ray
 
-    families = store.families()  # read once: planning renders with it, grading reads its settings
-    work, already = plan(store, config, spec, families)
+    # read once: planning renders with it, grading reads its settings (served traffic's: the judge's)
+    work, already, families = _plan(store, config, spec, store.families())
     if not work.empty:
         config, spec = preflight(config, spec, set(work["grader"].dropna().astype(str)), address)
     progress = Progress(total=len(work))

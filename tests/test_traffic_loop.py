@@ -15,6 +15,8 @@ from typer.testing import CliRunner
 
 from harness.cli import app
 from harness.errors import UserError
+from harness.extend import ExtendSpec, plan
+from harness.model_config import load_model_config
 from harness.serving.traffic import TrafficRow, traffic_frames
 from harness.store import Store
 from tests.echo import echo_config
@@ -25,28 +27,39 @@ PROMPTS = {  # the two judge prompts the grader requires, as MT-Bench's family k
 }
 
 
-class Judge:
-    """A local OpenAI-compatible judge: rates an answer containing ``good`` [[9]], others [[3]];
-    while ``down`` it answers 500 (an engine failure)."""
+def rating(text: str) -> int:
+    """The local judge's rating of what it is asked (question and answer): [[9]] for an answer
+    containing ``good`` and for model a's answer to a math question or b's to a poem, else [[3]]."""
+    right = "good" in text or ("math" in text and "[a]" in text) or ("poem" in text and "[b]" in text)
+    return 9 if right else 3
+
+
+class Local:
+    """A local OpenAI-compatible server for every model of a test: model ``judge`` rates
+    (:func:`rating`), any other model ``m`` answers ``[m] <the last user message>``; while ``down``
+    the judge answers 500 (an engine failure). Every request's model and messages are kept."""
 
     def __init__(self) -> None:
         self.down = False
-        self.calls = 0
-        judge = self
+        self.requests: list[tuple[str, list[dict]]] = []
+        local = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                judge.calls += 1
-                if judge.down:
+                model, messages = body["model"], body["messages"]
+                local.requests.append((model, messages))
+                if model == "judge" and local.down:
                     self.send_response(500)
                     self.send_header("Content-Length", "0")
                     self.end_headers()
                     return
-                text = "\n".join(str(m["content"]) for m in body["messages"] if m["role"] == "user")
-                answer = "Fine. Rating: [[9]]" if "good" in text else "Weak. Rating: [[3]]"
+                if model == "judge":
+                    answer = f"Rating: [[{rating(chr(10).join(m['content'] for m in messages if m['role'] == 'user'))}]]"
+                else:
+                    answer = f"[{model}] {[m for m in messages if m['role'] == 'user'][-1]['content']}"
                 doc = {
-                    "id": "c", "object": "chat.completion", "created": 0, "model": body.get("model", "judge"),
+                    "id": "c", "object": "chat.completion", "created": 0, "model": model,
                     "choices": [{"index": 0, "message": {"role": "assistant", "content": answer}, "finish_reason": "stop"}],
                     "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
                 }  # fmt: skip
@@ -64,16 +77,25 @@ class Judge:
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
 
+    def asked(self, model: str) -> list[list[dict]]:
+        """The messages of each request ``model`` was sent (in a fixed order: they come concurrently)."""
+        return sorted((messages for m, messages in self.requests if m == model), key=json.dumps)
+
+    def config(self, directory: Path, model: str, **fields: object) -> Path:
+        """A model config file for ``model`` on this server (quick to fail, answers of any length)."""
+        limits = {"timeout_s": 5.0, "max_retries": 0, "backoff_s": 0.01, "max_concurrency": 4}
+        return echo_config(directory, self.url, model, model=model, limits=limits, sampling={"max_tokens": 32}, **fields)
+
     def close(self) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
 
 
 @pytest.fixture
-def judge():
-    j = Judge()
-    yield j
-    j.close()
+def local():
+    server = Local()
+    yield server
+    server.close()
 
 
 def cli(*args: object) -> str:
@@ -96,8 +118,9 @@ def row(i: int, model: str, response: str | None, error: str | None = None) -> T
     )  # fmt: skip
 
 
-def traffic_store(tmp: Path) -> str:
-    """A store with another family (graded, must stay untouched), MT-Bench's judge prompts and served traffic."""
+def traffic_store(tmp: Path, rows: list[TrafficRow] | None = None) -> str:
+    """A store with another family (graded, must stay untouched), MT-Bench's judge prompts and served
+    traffic (``rows``, by default four whose answers are rated by the word ``good``)."""
     uri = str(tmp / "store")
     st = Store(uri)
     other = pd.DataFrame({"sample_id": ["q1"], "task": "qa", "task_family": "qa", "prompt": ["2+2?"], "gold": ["4"], "meta": [None]})
@@ -107,38 +130,39 @@ def traffic_store(tmp: Path) -> str:
         families=pd.DataFrame([{"task_family": "mtbench", "family": None, "grader": "mtbench-judge", "settings": json.dumps({"judge_prompts": PROMPTS})}]),
         source="test",
     )
-    rows = [row(0, "a", "a good answer"), row(1, "b", "a bad answer"), row(2, "a", "good again"), row(3, "b", None, error="engine:timeout")]
-    prompts, outcomes = traffic_frames(rows, "traffic")  # exactly as TrafficWriter writes a batch
-    st.append(prompts, outcomes, source="serve traffic (traffic)")
+    if rows is None:
+        rows = [row(0, "a", "a good answer"), row(1, "b", "a bad answer"), row(2, "a", "good again"), row(3, "b", None, error="engine:timeout")]
+    if rows:
+        serve_into(uri, rows)
     return uri
 
 
-def test_regrade_family_traffic_scores_served_rows_with_the_judge(tmp_path: Path, judge: Judge, ray_local) -> None:
+def test_regrade_family_traffic_scores_served_rows_with_the_judge(tmp_path: Path, local: Local, ray_local) -> None:
     uri = traffic_store(tmp_path)
     before_other = Store(uri).outcomes(models=["a"]).set_index("sample_id").loc[["q1"]]
-    cfg = echo_config(tmp_path, judge.url, "local-judge", limits={"timeout_s": 5.0, "max_retries": 0, "backoff_s": 0.01}, sampling={"max_tokens": 32})
+    cfg = local.config(tmp_path, "judge")
 
     assert cli_error("regrade", "--family", "traffic", "--store", uri).startswith("--family traffic: served traffic, no gold answers")
     assert "--judge model_configs/<judge>.yaml" in cli_error("regrade", "--family", "traffic", "--store", uri)
     assert cli_error("regrade", "--family", "nope", "--judge", cfg, "--store", uri).startswith("--family nope: no prompts of that task family")
     assert cli("regrade", "--store", uri).strip().endswith("nothing: every grade is current")  # without --family: traffic is not graded
 
-    judge.down = True  # failed judge calls: recorded as grader errors, no score
+    local.down = True  # failed judge calls: recorded as grader errors, no score
     assert cli("regrade", "--family", "traffic", "--judge", cfg, "--store", uri).strip().endswith("regraded a: 2, b: 1")
     out = Store(uri).outcomes().set_index(["sample_id", "model"]).sort_index()
     served = out.loc[["traffic-000", "traffic-001", "traffic-002"]]
     assert served["score"].isna().all() and served["error"].str.startswith("grader:judge engine").all()
 
-    judge.down = False  # a later run retries them
-    calls = judge.calls
+    local.down = False  # a later run retries them
+    calls = len(local.requests)
     assert cli("regrade", "--family", "traffic", "--judge", cfg, "--store", uri).strip().endswith("regraded a: 2, b: 1")
-    assert judge.calls - calls == 3
+    assert len(local.requests) - calls == 3
     out = Store(uri).outcomes().set_index(["sample_id", "model"]).sort_index()
     assert out.loc[("traffic-000", "a"), "score"] == pytest.approx(0.9)
     assert out.loc[("traffic-001", "b"), "score"] == pytest.approx(0.3)
     assert out.loc[("traffic-002", "a"), "score"] == pytest.approx(0.9)
     graded = out.loc[["traffic-000", "traffic-001", "traffic-002"]]
-    assert graded["grader"].str.startswith("mtbench-judge@1+local-judge+prompts-").all() and graded["error"].isna().all()
+    assert graded["grader"].str.startswith("mtbench-judge@1+judge+prompts-").all() and graded["error"].isna().all()
     assert graded["response"].tolist() == ["a good answer", "a bad answer", "good again"] and (graded["cost_usd"] == 1e-5).all()
     # nothing of the served row is lost: its tokens, latency, config hash, cost source and time stay
     assert (graded["input_tokens"] == 5).all() and (graded["latency_s"] == 0.1).all() and graded["config_hash"].tolist() == ["cfg-a", "cfg-b", "cfg-a"]
@@ -147,23 +171,23 @@ def test_regrade_family_traffic_scores_served_rows_with_the_judge(tmp_path: Path
     assert np.isnan(failed["score"]) and failed["error"] == "engine:timeout" and pd.isna(failed["grader"])
     pd.testing.assert_frame_equal(Store(uri).outcomes(models=["a"]).set_index("sample_id").loc[["q1"]], before_other)
 
-    calls, versions = judge.calls, Store(uri).versions()
+    calls, versions = len(local.requests), Store(uri).versions()
     assert cli("regrade", "--family", "traffic", "--judge", cfg, "--store", uri).strip().endswith("regraded nothing: every grade is current")
     assert cli("regrade", "--judge", cfg, "--store", uri).strip().endswith("regraded nothing: every grade is current")  # a plain run keeps the judge's
-    assert judge.calls == calls and Store(uri).versions() == versions  # no commit either, not even of the families table
+    assert len(local.requests) == calls and Store(uri).versions() == versions  # no commit either, not even of the families table
     assert Store(uri).families()["traffic"].grader == "mtbench-judge"
     assert Store(uri).families()["traffic"].settings["judge_prompts"] == PROMPTS  # MT-Bench's, kept for the family
     assert "--judge" in cli_error("regrade", "--family", "traffic", "--store", uri)  # still the judge's family: a run without one says so
 
 
-def test_regrade_family_traffic_needs_judge_prompts_in_the_store(tmp_path: Path, judge: Judge) -> None:
+def test_regrade_family_traffic_needs_judge_prompts_in_the_store(tmp_path: Path, local: Local) -> None:
     uri = str(tmp_path / "store")
     prompts, outcomes = traffic_frames([row(0, "a", "a good answer")], "traffic")
     Store(uri).append(prompts, outcomes, source="serve traffic (traffic)")
-    cfg = echo_config(tmp_path, judge.url, "local-judge")
+    cfg = local.config(tmp_path, "judge")
     message = cli_error("regrade", "--family", "traffic", "--judge", cfg, "--store", uri)
     assert message == "--family traffic: the judge needs MT-Bench's judge prompts in the store: `routerbench prompts import mtbench DIR` (DIR with judge_prompts.jsonl) first"
-    assert "traffic" not in Store(uri).families() and judge.calls == 0
+    assert "traffic" not in Store(uri).families() and not local.requests
 
 
 def test_the_judge_reads_a_served_conversation_as_one_question() -> None:
@@ -184,3 +208,90 @@ def test_the_judge_reads_a_served_conversation_as_one_question() -> None:
     assert len(seen) == 2  # one judge call each: the answer is to the conversation's last turn
     assert seen[0][1]["content"] == "[Question]\n[system]\nBe brief.\n\n[user]\nHi\n\n[assistant]\nHello\n\n[user]\nAnd 2+2?\n[Answer]\n4\nRate it [[1-10]]."
     assert seen[1][1]["content"] == "[Question]\nCapital of France?\n[Answer]\nParis\nRate it [[1-10]]."
+
+
+def served(i: int, model: str, prompt: str, configs: dict[str, Path], error: str | None = None) -> TrafficRow:
+    """Request ``i`` as `routerbench serve` records it when its router chose ``model``: the model's
+    answer (as the local server gives it), its usage priced by the config, the config's hash."""
+    config = load_model_config(configs[model])
+    question = prompt if not prompt.startswith("[") else json.loads(prompt)[-1]["content"]
+    return TrafficRow(
+        sample_id=f"traffic-{i:03d}", prompt=prompt, model=model, route="knn@cost=0.0001", router="knn", config="k=5", lam=100.0,
+        predicted_quality=0.9, predicted_cost=1e-4, response=None if error else f"[{model}] {question}", input_tokens=None if error else 10,
+        output_tokens=None if error else 5, cost_usd=None if error else float(config.price.cost(np.array([10.0]), np.array([5.0]))[0]),
+        latency_s=0.2, config_hash=config.config_hash(), error=error, created_at=pd.Timestamp("2026-01-02", tz="UTC"),
+    )  # fmt: skip
+
+
+def serve_into(uri: str, rows: list[TrafficRow]) -> None:
+    """The rows appended exactly as TrafficWriter appends a batch."""
+    prompts, outcomes = traffic_frames(rows, "traffic")
+    Store(uri).append(prompts, outcomes, source="serve traffic (traffic)")
+
+
+CONVERSATION = json.dumps([{"role": "system", "content": "Answer in verse."}, {"role": "user", "content": "a poem about rain"}])
+
+
+def served_store(tmp: Path, configs: dict[str, Path]) -> str:
+    """Another family (q1, gold '4', a's outcome), MT-Bench's judge prompts, and four served requests:
+    a math question to a, a poem to b, a conversation asking for a poem to a, a math question whose
+    call to b failed."""
+    uri = traffic_store(tmp, rows=[])
+    rows = [served(0, "a", "math: 2+2?", configs), served(1, "b", "a poem about snow", configs), served(2, "a", CONVERSATION, configs)]
+    serve_into(uri, [*rows, served(3, "b", "math: 3*3?", configs, error="engine:timeout")])
+    return uri
+
+
+def scores(uri: str, model: str) -> dict[str, float]:
+    out = Store(uri).outcomes(models=[model])
+    out = out[out["sample_id"].str.startswith("traffic-") & out["score"].notna()]
+    return dict(zip(out["sample_id"].str[-1].astype(int).map(lambda i: f"t{i}"), out["score"].round(6)))
+
+
+def test_extend_answers_served_traffic_with_the_other_models_and_the_judge(tmp_path: Path, local: Local, ray_local) -> None:
+    configs = {m: local.config(tmp_path, m) for m in ("a", "b")}
+    judge = local.config(tmp_path, "judge")
+    uri = served_store(tmp_path, configs)
+    served_b = Store(uri).outcomes(models=["b"]).set_index("sample_id").loc["traffic-001"]
+
+    message = cli_error("extend", "--model", configs["b"], "--tasks", "traffic", "--store", uri)
+    assert message == "--tasks traffic: served traffic, no gold answers to grade against; grade it with an LLM judge: --judge model_configs/<judge>.yaml"
+    assert not local.requests and "traffic" not in Store(uri).families()
+
+    work, done = plan(Store(uri), load_model_config(configs["b"]), ExtendSpec())  # by default every family but served traffic
+    assert (work["sample_id"].tolist(), done) == (["q1"], 0)
+
+    # b answers the prompts a was served (the conversation as its messages) and the one its own call failed on, not its own served answer
+    out = cli("extend", "--model", configs["b"], "--tasks", "traffic", "--judge", judge, "--store", uri)
+    assert "b: 3 prompts to do (1 already done), 3 outcomes appended, 3 graded" in out
+    assert local.asked("b") == sorted([[{"role": "user", "content": "math: 2+2?"}], json.loads(CONVERSATION), [{"role": "user", "content": "math: 3*3?"}]], key=json.dumps)
+    assert scores(uri, "b") == {"t0": 0.3, "t2": 0.9, "t3": 0.3}  # b is the judge's choice for poems only
+    b = Store(uri).outcomes(models=["b"]).set_index("sample_id")
+    pd.testing.assert_series_equal(b.loc["traffic-001"], served_b)  # its served answer is kept as served (not graded: regrade's job)
+    assert (b.loc[["traffic-000", "traffic-002", "traffic-003"], "config_hash"] == load_model_config(configs["b"]).config_hash()).all()
+    assert b.loc[["traffic-000", "traffic-002", "traffic-003"], "grader"].str.startswith("mtbench-judge@1+judge+prompts-").all()
+    assert Store(uri).families()["traffic"].grader == "mtbench-judge"
+
+    assert "a: 2 prompts to do (2 already done), 2 outcomes appended, 2 graded" in cli("extend", "--model", configs["a"], "--tasks", "traffic", "--judge", judge, "--store", uri)
+    assert local.asked("a") == [[{"role": "user", "content": "a poem about snow"}], [{"role": "user", "content": "math: 3*3?"}]]
+    assert scores(uri, "a") == {"t1": 0.3, "t3": 0.9}
+    calls = len(local.requests)
+    for model in ("a", "b"):  # done: a rerun asks nothing
+        assert f"{model}: 0 prompts to do (4 already done)" in cli("extend", "--model", configs[model], "--tasks", "traffic", "--judge", judge, "--store", uri)
+    assert len(local.requests) == calls
+
+    # the served answers, graded by regrade: every traffic prompt has a graded outcome of a and b
+    assert cli("regrade", "--family", "traffic", "--judge", judge, "--store", uri).strip().endswith("regraded a: 2, b: 1")
+    assert scores(uri, "a") == {"t0": 0.9, "t1": 0.3, "t2": 0.3, "t3": 0.9} and scores(uri, "b") == {"t0": 0.3, "t1": 0.9, "t2": 0.9, "t3": 0.3}
+
+    # evaluate judges routers on it as on any family: a is cheap, b dear, each right on one topic
+    cost = {m: float(load_model_config(configs[m]).price.cost(np.array([10.0]), np.array([5.0]))[0]) for m in ("a", "b")}
+    res = tmp_path / "results"
+    cli("evaluate", "--tasks", "traffic", "--routers", "oracle", "--split", "kfold:2", "--bootstrap", "0", "--sequential", "--out", res, "--store", uri)
+    points = pd.read_parquet(res / "points.parquet").set_index(["router", "config"])
+    assert points.loc[("llm", "a"), ["cost", "quality"]].tolist() == pytest.approx([cost["a"], 0.6])
+    assert points.loc[("llm", "b"), ["cost", "quality"]].tolist() == pytest.approx([cost["b"], 0.6])
+    assert points.loc[("oracle", ""), ["cost", "quality"]].tolist() == pytest.approx([(cost["a"] + cost["b"]) / 2, 0.9])  # a on math, b on poems
+    aiq = pd.read_csv(res / "aiq.csv").set_index("router")
+    assert aiq.loc["zero", "aiq"] == pytest.approx(0.6)  # the hull of two points of equal quality is flat
+
