@@ -359,8 +359,8 @@ def _evaluate_and_print(
             console.print(f"  {line}")
         for model, covered in partial.get(fam.task_family, []):
             console.print(f"  {model} has outcomes for {covered} of {fam.prompts} prompts: only those are evaluated (--models picks the pool)")
-    if result.skipped:
-        console.print(f"skipped {', '.join(result.skipped)}: no test prompt has an outcome for every model of the family's pool")
+    for family in result.skipped:
+        console.print(f"skipped {result.why_skipped.get(family, f'{family}: no test prompt has an outcome for every model of its pool')}", highlight=False)
     if len(result.placement):
         console.print(f"{len(result.placement)} routing tasks ran on {result.placement['node_id'].nunique()} Ray node(s) (run.json: placement)")
     if result.calibrated:

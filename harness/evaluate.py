@@ -113,6 +113,7 @@ class EvalResult:
     summary: pd.DataFrame
     families: list[FamilyResult] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # families without a prompt every pool model answered
+    why_skipped: dict[str, str] = field(default_factory=dict)  # per skipped family: what is missing, what fills it in (:func:`missing_outcomes`)
     calibrated: list[CalibrationResult] = field(default_factory=list)  # with --target-cost/--target-share
     #: Where each routing task ran on Ray: ``task_family, router, config, node_id`` (empty when run without Ray).
     placement: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=PLACEMENT_COLUMNS))
@@ -264,15 +265,17 @@ def evaluate(
         matrices = attach_features(store, matrices, spec.embedder, spec.embed_text, on_embed, spec.embed_backend)
 
     prepared: dict[str, tuple[list[Fold], int]] = {}
-    skipped = []
+    why_skipped: dict[str, str] = {}
     for family in families:
-        folds, left_out = complete_folds(splitter(family, matrices))
+        # no graded outcome at all (served traffic before it is judged): a pool of no models, nothing to route to
+        folds, left_out = complete_folds(splitter(family, matrices)) if matrices[family].m else ([], 0)
         if sum(f.test.n for f in folds) == 0:
+            why_skipped[family] = missing_outcomes(store, family, spec.models)
             if spec.families:
-                raise UserError(f"task family '{family}' has no test prompt with an outcome for every model ({', '.join(matrices[family].models)})")
-            skipped.append(family)
+                raise UserError(why_skipped[family])
             continue
         prepared[family] = (folds, left_out)
+    skipped = list(why_skipped)
     if not prepared:
         raise UserError(f"no task family has test prompts with an outcome for every model of its pool ({', '.join(skipped)})")
     calibrated = [s for r in routers if supports_calibration(r) for s in r.settings()] if targets else []
@@ -326,9 +329,42 @@ def evaluate(
         summary=summary,
         families=results,
         skipped=skipped,
+        why_skipped=why_skipped,
         calibrated=calibrations,
         placement=placement,
     )
+
+
+def missing_outcomes(store: Store, family: str, models: tuple[str, ...] | None = None) -> str:
+    """Why no prompt of ``family`` has a graded outcome of every model, in one line: per model of the
+    pool (``models``, else every model with an outcome row there, graded or not) how many prompts
+    it has graded, answered but not graded, and not answered, and the commands that fill them in
+    (for served traffic with the judge, :mod:`harness.grading.judged`)."""
+    from harness.grading.judged import judged_families
+
+    prompts = store.prompts(["sample_id", "task_family", "gold", "meta"], families=[family])
+    outcomes = store.outcomes(["sample_id", "model", "response", "score", "error"], models=list(models) if models else None)
+    outcomes = outcomes[outcomes["sample_id"].isin(prompts["sample_id"])]
+    pool = list(models) if models else sorted(outcomes["model"].unique())
+    graded = outcomes["score"].notna()
+    answered = outcomes["response"].notna() & ~outcomes["error"].fillna("").str.startswith("engine:")
+    counts = pd.DataFrame({"model": outcomes["model"], "graded": graded, "ungraded": answered & ~graded}).groupby("model").sum().reindex(pool, fill_value=0)
+    n = len(prompts)
+    unanswered = n - counts["graded"] - counts["ungraded"]
+    judge = " --judge model_configs/<judge>.yaml" if judged_families(prompts, store.families()) else ""
+    each = "; ".join(
+        f"{m}: {g} of {n} graded" + (f", {u} answered but not graded" if u else "") + (f", {a} not answered" if a else "")
+        for m, g, u, a in zip(pool, counts["graded"], counts["ungraded"], unanswered)
+    )
+    extend = f"`routerbench extend --model <config>.yaml --tasks {family}{judge}`"
+    if not pool:
+        return f"task family '{family}' has no outcome of any model: answer its {n} prompts with {extend} for each model of the pool"
+    fixes = []
+    if (unanswered > 0).any():
+        fixes.append(f"answer them with {extend} for {', '.join(m for m, a in zip(pool, unanswered) if a)}")
+    if (counts["ungraded"] > 0).any():
+        fixes.append(f"grade the answers with `routerbench regrade --family {family}{judge}`")
+    return f"task family '{family}' has no test prompt with a graded outcome of every model ({', '.join(pool)}): {each}" + "".join(f"; {f}" for f in fixes)
 
 
 def choose_pools(matrices: dict[str, OutcomeMatrix], models: tuple[str, ...] | None, shared: bool) -> dict[str, OutcomeMatrix]:

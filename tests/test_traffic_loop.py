@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 from harness.cli import app
 from harness.errors import UserError
+from harness.evaluate import EvalSpec, evaluate
 from harness.extend import ExtendSpec, plan
 from harness.model_config import load_model_config
 from harness.serving.traffic import TrafficRow, traffic_frames
@@ -294,4 +295,26 @@ def test_extend_answers_served_traffic_with_the_other_models_and_the_judge(tmp_p
     assert points.loc[("oracle", ""), ["cost", "quality"]].tolist() == pytest.approx([(cost["a"] + cost["b"]) / 2, 0.9])  # a on math, b on poems
     aiq = pd.read_csv(res / "aiq.csv").set_index("router")
     assert aiq.loc["zero", "aiq"] == pytest.approx(0.6)  # the hull of two points of equal quality is flat
+
+
+def test_evaluate_says_what_served_traffic_lacks_and_what_fills_it_in(tmp_path: Path, local: Local, ray_local) -> None:
+    configs = {m: local.config(tmp_path, m) for m in ("a", "b")}
+    judge = local.config(tmp_path, "judge")
+    uri = served_store(tmp_path, configs)
+    args = ("evaluate", "--tasks", "traffic", "--routers", "oracle", "--bootstrap", "0", "--sequential", "--out", tmp_path / "results", "--store", uri)
+    judged = " --judge model_configs/<judge>.yaml"
+    extend = f"answer them with `routerbench extend --model <config>.yaml --tasks traffic{judged}`"
+    assert cli_error(*args) == (  # served, nothing graded yet
+        "task family 'traffic' has no test prompt with a graded outcome of every model (a, b): "
+        "a: 0 of 4 graded, 2 answered but not graded, 2 not answered; b: 0 of 4 graded, 1 answered but not graded, 3 not answered; "
+        f"{extend} for a, b; grade the answers with `routerbench regrade --family traffic{judged}`"
+    )
+    cli("regrade", "--family", "traffic", "--judge", judge, "--store", uri)
+    assert cli_error(*args) == f"task family 'traffic' has no test prompt with a graded outcome of every model (a, b): a: 2 of 4 graded, 2 not answered; b: 1 of 4 graded, 3 not answered; {extend} for a, b"
+    assert cli_error(*args[:-2], "--models", "b", "--store", uri).startswith("task family 'traffic' has no test prompt with a graded outcome of every model (b): b: 1 of 4 graded, 3 not answered;")
+
+    # every family: traffic is skipped with the same line, the others are evaluated
+    result = evaluate(Store(uri), EvalSpec(routers=("oracle",), bootstrap=0), parallel=False)
+    assert result.summary["task_family"].tolist() == ["qa"] and result.skipped == ["traffic"]
+    assert result.why_skipped["traffic"].endswith(f"b: 1 of 4 graded, 3 not answered; {extend} for a, b")
 
