@@ -8,7 +8,8 @@
 * ``reprice``: outcomes of token-priced models whose cost no longer matches the config's prices
   are re-costed from their stored token counts — no model calls.
 * ``refresh``: for every model config, answer what is missing (new prompts, a new model) or stale
-  (its config hash changed), then regrade and reprice. Imported outcomes (RouterBench's, no config
+  (its config hash changed), then regrade (the families named, ``--tasks``, with their never-graded
+  answers: served traffic's) and reprice. Imported outcomes (RouterBench's, no config
   hash and no grader of ours) are left as they were published. A config that fails to load is
   reported (``MaintenanceReport.broken``) and the others are refreshed.
 """
@@ -168,7 +169,8 @@ def refresh(
     on_model: Callable[[str], None] | None = None,
     on_progress: Callable[[Progress], None] | None = None,
 ) -> MaintenanceReport:
-    """Answer missing and stale prompts for every config in ``models_dir``, then regrade and reprice."""
+    """Answer missing and stale prompts for every config in ``models_dir``, then regrade and reprice.
+    Served traffic is refreshed only when ``spec.families`` names it (with a judge among ``spec.grader_options``)."""
     configs, broken = scan_model_configs(models_dir)
     report = MaintenanceReport(broken=broken)
     for name, config in configs.items():
@@ -180,6 +182,9 @@ def refresh(
             on_model(name)
         report.extended[name] = extend(store, config, spec, address=address, on_progress=on_progress)
     report.regraded = regrade(store, grader_options=spec.grader_options)
+    for family in spec.families or ():  # a named family's never-graded answers too: served traffic's, by the judge
+        for model, n in regrade(store, grader_options=spec.grader_options, family=family).items():
+            report.regraded[model] = report.regraded.get(model, 0) + n
     report.repriced, skipped = reprice(store, configs)
     for model, why in skipped.items():
         report.skipped.setdefault(model, why)

@@ -318,3 +318,18 @@ def test_evaluate_says_what_served_traffic_lacks_and_what_fills_it_in(tmp_path: 
     assert result.summary["task_family"].tolist() == ["qa"] and result.skipped == ["traffic"]
     assert result.why_skipped["traffic"].endswith(f"b: 1 of 4 graded, 3 not answered; {extend} for a, b")
 
+
+
+def test_refresh_tasks_traffic_answers_and_grades_the_whole_family(tmp_path: Path, local: Local, ray_local) -> None:
+    (tmp_path / "models").mkdir()
+    configs = {m: local.config(tmp_path / "models", m) for m in ("a", "b")}
+    judge = local.config(tmp_path, "judge")
+    uri = served_store(tmp_path, configs)
+    out = cli("refresh", "--models", tmp_path / "models", "--tasks", "traffic", "--judge", judge, "--no-evaluate", "--store", uri)
+    assert "a: 2 outcomes appended (2 already current)" in out and "b: 3 outcomes appended (1 already current)" in out
+    assert "regraded a: 2, b: 1; repriced nothing" in out  # the served answers, by the judge
+    assert scores(uri, "a") == {"t0": 0.9, "t1": 0.3, "t2": 0.3, "t3": 0.9} and scores(uri, "b") == {"t0": 0.3, "t1": 0.9, "t2": 0.9, "t3": 0.3}
+    calls = len(local.requests)
+    assert "regraded nothing; repriced nothing" in cli("refresh", "--models", tmp_path / "models", "--tasks", "traffic", "--judge", judge, "--no-evaluate", "--store", uri)
+    assert len(local.requests) == calls
+
