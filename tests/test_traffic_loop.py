@@ -333,3 +333,51 @@ def test_refresh_tasks_traffic_answers_and_grades_the_whole_family(tmp_path: Pat
     assert "regraded nothing; repriced nothing" in cli("refresh", "--models", tmp_path / "models", "--tasks", "traffic", "--judge", judge, "--no-evaluate", "--store", uri)
     assert len(local.requests) == calls
 
+
+MATH = [f"math: what is {x} times {x + 3}?" for x in range(4, 9)] + [f"math: solve {x}y + {x + 1} = 0 for y" for x in range(2, 7)]
+MATH += [f"math: is {p} a prime number?" for p in (91, 97, 101, 111, 113)] + [f"math: the square root of {x * x}" for x in range(11, 16)]
+POEM = [f"write a poem about the {t}" for t in ("rain", "snow", "moon", "river", "forest")] + [f"a short poem on {t} in spring" for t in ("birds", "tulips", "rivers", "mornings", "bees")]
+POEM += [f"compose a poem about {t} at night" for t in ("stars", "owls", "lanterns", "cities", "wolves")] + [f"poem request: {t} and the sea" for t in ("ships", "gulls", "salt", "storms", "shells")]
+
+
+@pytest.mark.slow
+def test_served_traffic_judges_routers_end_to_end(tmp_path: Path, local: Local, ray_local) -> None:
+    """Serve's rows → extend each model over the prompts the other was served (judged) → regrade the
+    served answers → evaluate on traffic: a is cheap and right on math, b dear and right on poems,
+    so a kNN router (topics apart in embedding space) reaches the oracle's quality and beats the zero router."""
+    configs = {"a": local.config(tmp_path, "a"), "b": local.config(tmp_path, "b", price={"input_per_mtok": 10.0, "output_per_mtok": 20.0})}
+    judge = local.config(tmp_path, "judge")
+    uri = traffic_store(tmp_path, rows=[])
+    prompts = [p for pair in zip(MATH, POEM) for p in pair]  # 40 requests, math and poems in turn
+    serve_into(uri, [served(i, "ab"[(i // 2) % 2], p, configs) for i, p in enumerate(prompts)])  # the router's choice: right on half of each topic
+
+    for model in ("a", "b"):
+        out = cli("extend", "--model", configs[model], "--tasks", "traffic", "--judge", judge, "--store", uri)
+        assert f"{model}: 20 prompts to do (20 already done), 20 outcomes appended, 20 graded" in out
+    assert cli("regrade", "--family", "traffic", "--judge", judge, "--store", uri).strip().endswith("regraded a: 20, b: 20")
+
+    # every traffic prompt has both models' outcomes, as the judge rates them
+    out = Store(uri).outcomes(["sample_id", "model", "score", "cost_usd"])
+    out = out[out["sample_id"].str.startswith("traffic-")]
+    is_math = pd.Series([p.startswith("math") for p in prompts], index=[f"traffic-{i:03d}" for i in range(len(prompts))])
+    expected = pd.DataFrame({"a": np.where(is_math, 0.9, 0.3), "b": np.where(is_math, 0.3, 0.9)}, index=is_math.index)
+    pd.testing.assert_frame_equal(out.pivot(index="sample_id", columns="model", values="score").rename_axis(index=None, columns=None), expected)
+    cost = {m: float(load_model_config(configs[m]).price.cost(np.array([10.0]), np.array([5.0]))[0]) for m in ("a", "b")}
+    assert out.groupby("model")["cost_usd"].agg(["min", "max"]).to_numpy().tolist() == [[cost["a"]] * 2, [cost["b"]] * 2]
+
+    res = tmp_path / "results"
+    printed = cli("evaluate", "--tasks", "traffic", "--routers", "knn,oracle", "--split", "kfold:5", "--bootstrap", "50", "--out", res, "--store", uri)
+    assert "40 test prompts" in printed
+    points = pd.read_parquet(res / "points.parquet").set_index(["router", "config"])
+    assert points.loc[("llm", "a"), ["cost", "quality"]].tolist() == pytest.approx([cost["a"], 0.6])
+    assert points.loc[("llm", "b"), ["cost", "quality"]].tolist() == pytest.approx([cost["b"], 0.6])
+    middle = (cost["a"] + cost["b"]) / 2  # the oracle: a on math, b on poems
+    assert points.loc[("oracle", ""), ["cost", "quality"]].tolist() == pytest.approx([middle, 0.9])
+    aiq = pd.read_csv(res / "aiq.csv", keep_default_na=False).set_index(["router", "config"])
+    assert aiq.loc[("zero", ""), "aiq"] == pytest.approx(0.6)
+    # kNN (k=5): everything to a at a small λ, each topic to its model at a large one; its hull
+    # is the segment between those two points, flat after: AIQ over [c_a, c_b] by hand
+    by_hand = ((0.6 + 0.9) / 2 * (middle - cost["a"]) + 0.9 * (cost["b"] - middle)) / (cost["b"] - cost["a"])
+    knn = aiq.loc[("knn", "k=5,metric=cosine")]
+    assert knn["aiq"] == pytest.approx(by_hand) and knn["d_aiq"] == pytest.approx(by_hand - 0.6)
+    assert knn["d_lo"] > 0 and knn["p_better"] == 1.0
