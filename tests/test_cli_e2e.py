@@ -12,8 +12,6 @@ import json
 import re
 import shutil
 import textwrap
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +25,7 @@ from harness.store import EMBEDDINGS, Store
 from harness.errors import UserError
 from harness.outcome_import import load_sources
 from tests.conftest import SHARED_DATA, require_shared
+from tests.chat_server import ChatServer, user_text
 from tests.echo import echo_config, write_echo_prompts
 
 FAMILIES = {"mbpp": "mbpp_test.csv", "winogrande": "winograde_test.csv"}
@@ -512,50 +511,21 @@ def test_reprice_recosts_from_token_counts_with_the_configs_prices(tmp_path: Pat
 
 
 # ----------------------------------------------------------------------------- extend: judge, --evaluate
-class JudgeServer:
+class JudgeServer(ChatServer):
     """An OpenAI-compatible judge on 127.0.0.1 that rates every first turn [[8]] and every second
     turn (MT-Bench's multi-turn judge prompt) [[6]]; a judge prompt containing ``refuse`` gets no rating."""
 
     def __init__(self) -> None:
         self.refuse: str | None = None
         self.prompts: list[str] = []
-        judge = self
+        super().__init__(self.rate)
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                text = "\n".join(str(m["content"]) for m in body["messages"] if m["role"] == "user")
-                judge.prompts.append(text)
-                if judge.refuse and judge.refuse in text:
-                    answer = "I would rather not rate this answer."
-                else:
-                    answer = "Explanation: fine. Rating: [[6]]" if "### User:" in text else "Explanation: good. Rating: [[8]]"
-                doc = {
-                    "id": "cmpl-1", "object": "chat.completion", "created": 0, "model": body.get("model", "judge"),
-                    "choices": [{"index": 0, "message": {"role": "assistant", "content": answer}, "finish_reason": "stop"}],
-                    "usage": {"prompt_tokens": len(text) // 4, "completion_tokens": 8, "total_tokens": len(text) // 4 + 8},
-                }  # fmt: skip
-                data = json.dumps(doc).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args) -> None:  # quiet
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    def __enter__(self) -> JudgeServer:  # noqa: PYI034
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+    def rate(self, body: dict) -> str:
+        text = user_text(body)
+        self.prompts.append(text)
+        if self.refuse and self.refuse in text:
+            return "I would rather not rate this answer."
+        return "Explanation: fine. Rating: [[6]]" if "### User:" in text else "Explanation: good. Rating: [[8]]"
 
 
 def model_file(tmp: Path, name: str, url: str, max_tokens: int = 4) -> Path:

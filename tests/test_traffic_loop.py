@@ -4,23 +4,20 @@ later by the LLM judge (`regrade --family traffic --judge …`), idempotently, f
 from __future__ import annotations
 
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-from typer.testing import CliRunner
 
-from harness.cli import app
-from harness.errors import UserError
 from harness.evaluate import EvalSpec, evaluate
 from harness.extend import ExtendSpec, plan
 from harness.model_config import load_model_config
 from harness.serving.traffic import TrafficRow, traffic_frames
 from harness.store import Store
+from tests.chat_server import ChatServer, user_text
 from tests.echo import echo_config
+from tests.test_cli_e2e import cli, cli_error  # the CLI in-process: its output, or the UserError it raised
 
 PROMPTS = {  # the two judge prompts the grader requires, as MT-Bench's family keeps them
     "single-v1": {"name": "single-v1", "system_prompt": "You are a judge.", "prompt_template": "[Question]\n{question}\n[Answer]\n{answer}\nRate it [[1-10]]."},
@@ -35,61 +32,28 @@ def rating(text: str) -> int:
     return 9 if right else 3
 
 
-class Local:
-    """A local OpenAI-compatible server for every model of a test: model ``judge`` rates
-    (:func:`rating`), any other model ``m`` answers ``[m] <the last user message>``; while ``down``
-    the judge answers 500 (an engine failure). Every request's model and messages are kept."""
+class Local(ChatServer):
+    """The local server of every model of a test: model ``judge`` rates (:func:`rating`), any other
+    model ``m`` answers ``[m] <the last user message>``; while ``down`` the judge answers 500 (an
+    engine failure)."""
 
     def __init__(self) -> None:
         self.down = False
-        self.requests: list[tuple[str, list[dict]]] = []
-        local = self
+        super().__init__(self.answer)
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                model, messages = body["model"], body["messages"]
-                local.requests.append((model, messages))
-                if model == "judge" and local.down:
-                    self.send_response(500)
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
-                    return
-                if model == "judge":
-                    answer = f"Rating: [[{rating(chr(10).join(m['content'] for m in messages if m['role'] == 'user'))}]]"
-                else:
-                    answer = f"[{model}] {[m for m in messages if m['role'] == 'user'][-1]['content']}"
-                doc = {
-                    "id": "c", "object": "chat.completion", "created": 0, "model": model,
-                    "choices": [{"index": 0, "message": {"role": "assistant", "content": answer}, "finish_reason": "stop"}],
-                    "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
-                }  # fmt: skip
-                data = json.dumps(doc).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args) -> None:
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+    def answer(self, body: dict) -> str | None:
+        if body["model"] == "judge":
+            return None if self.down else f"Rating: [[{rating(user_text(body))}]]"
+        return f"[{body['model']}] {[m for m in body['messages'] if m['role'] == 'user'][-1]['content']}"
 
     def asked(self, model: str) -> list[list[dict]]:
         """The messages of each request ``model`` was sent (in a fixed order: they come concurrently)."""
-        return sorted((messages for m, messages in self.requests if m == model), key=json.dumps)
+        return sorted((b["messages"] for b in self.bodies if b["model"] == model), key=json.dumps)
 
     def config(self, directory: Path, model: str, **fields: object) -> Path:
         """A model config file for ``model`` on this server (quick to fail, answers of any length)."""
         limits = {"timeout_s": 5.0, "max_retries": 0, "backoff_s": 0.01, "max_concurrency": 4}
         return echo_config(directory, self.url, model, model=model, limits=limits, sampling={"max_tokens": 32}, **fields)
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
 
 
 @pytest.fixture
@@ -97,18 +61,6 @@ def local():
     server = Local()
     yield server
     server.close()
-
-
-def cli(*args: object) -> str:
-    res = CliRunner().invoke(app, [str(a) for a in args])
-    assert res.exit_code == 0, (res.output, res.exception)
-    return res.output
-
-
-def cli_error(*args: object) -> str:
-    res = CliRunner().invoke(app, [str(a) for a in args])
-    assert isinstance(res.exception, UserError), (res.output, res.exception)
-    return str(res.exception)
 
 
 def row(i: int, model: str, response: str | None, error: str | None = None) -> TrafficRow:
@@ -155,9 +107,9 @@ def test_regrade_family_traffic_scores_served_rows_with_the_judge(tmp_path: Path
     assert served["score"].isna().all() and served["error"].str.startswith("grader:judge engine").all()
 
     local.down = False  # a later run retries them
-    calls = len(local.requests)
+    calls = len(local.bodies)
     assert cli("regrade", "--family", "traffic", "--judge", cfg, "--store", uri).strip().endswith("regraded a: 2, b: 1")
-    assert len(local.requests) - calls == 3
+    assert len(local.bodies) - calls == 3
     out = Store(uri).outcomes().set_index(["sample_id", "model"]).sort_index()
     assert out.loc[("traffic-000", "a"), "score"] == pytest.approx(0.9)
     assert out.loc[("traffic-001", "b"), "score"] == pytest.approx(0.3)
@@ -172,10 +124,10 @@ def test_regrade_family_traffic_scores_served_rows_with_the_judge(tmp_path: Path
     assert np.isnan(failed["score"]) and failed["error"] == "engine:timeout" and pd.isna(failed["grader"])
     pd.testing.assert_frame_equal(Store(uri).outcomes(models=["a"]).set_index("sample_id").loc[["q1"]], before_other)
 
-    calls, versions = len(local.requests), Store(uri).versions()
+    calls, versions = len(local.bodies), Store(uri).versions()
     assert cli("regrade", "--family", "traffic", "--judge", cfg, "--store", uri).strip().endswith("regraded nothing: every grade is current")
     assert cli("regrade", "--judge", cfg, "--store", uri).strip().endswith("regraded nothing: every grade is current")  # a plain run keeps the judge's
-    assert len(local.requests) == calls and Store(uri).versions() == versions  # no commit either, not even of the families table
+    assert len(local.bodies) == calls and Store(uri).versions() == versions  # no commit either, not even of the families table
     assert Store(uri).families()["traffic"].grader == "mtbench-judge"
     assert Store(uri).families()["traffic"].settings["judge_prompts"] == PROMPTS  # MT-Bench's, kept for the family
     assert "--judge" in cli_error("regrade", "--family", "traffic", "--store", uri)  # still the judge's family: a run without one says so
@@ -188,7 +140,7 @@ def test_regrade_family_traffic_needs_judge_prompts_in_the_store(tmp_path: Path,
     cfg = local.config(tmp_path, "judge")
     message = cli_error("regrade", "--family", "traffic", "--judge", cfg, "--store", uri)
     assert message == "--family traffic: the judge needs MT-Bench's judge prompts in the store: `routerbench prompts import mtbench DIR` (DIR with judge_prompts.jsonl) first"
-    assert "traffic" not in Store(uri).families() and not local.requests
+    assert "traffic" not in Store(uri).families() and not local.bodies
 
 
 def test_the_judge_reads_a_served_conversation_as_one_question() -> None:
@@ -257,7 +209,7 @@ def test_extend_answers_served_traffic_with_the_other_models_and_the_judge(tmp_p
 
     message = cli_error("extend", "--model", configs["b"], "--tasks", "traffic", "--store", uri)
     assert message == "--tasks traffic: served traffic, no gold answers to grade against; grade it with an LLM judge: --judge model_configs/<judge>.yaml"
-    assert not local.requests and "traffic" not in Store(uri).families()
+    assert not local.bodies and "traffic" not in Store(uri).families()
 
     work, done = plan(Store(uri), load_model_config(configs["b"]), ExtendSpec())  # by default every family but served traffic
     assert (work["sample_id"].tolist(), done) == (["q1"], 0)
@@ -276,10 +228,10 @@ def test_extend_answers_served_traffic_with_the_other_models_and_the_judge(tmp_p
     assert "a: 2 prompts to do (2 already done), 2 outcomes appended, 2 graded" in cli("extend", "--model", configs["a"], "--tasks", "traffic", "--judge", judge, "--store", uri)
     assert local.asked("a") == [[{"role": "user", "content": "a poem about snow"}], [{"role": "user", "content": "math: 3*3?"}]]
     assert scores(uri, "a") == {"t1": 0.3, "t3": 0.9}
-    calls = len(local.requests)
+    calls = len(local.bodies)
     for model in ("a", "b"):  # done: a rerun asks nothing
         assert f"{model}: 0 prompts to do (4 already done)" in cli("extend", "--model", configs[model], "--tasks", "traffic", "--judge", judge, "--store", uri)
-    assert len(local.requests) == calls
+    assert len(local.bodies) == calls
 
     # the served answers, graded by regrade: every traffic prompt has a graded outcome of a and b
     assert cli("regrade", "--family", "traffic", "--judge", judge, "--store", uri).strip().endswith("regraded a: 2, b: 1")
@@ -329,9 +281,9 @@ def test_refresh_tasks_traffic_answers_and_grades_the_whole_family(tmp_path: Pat
     assert "a: 2 outcomes appended (2 already current)" in out and "b: 3 outcomes appended (1 already current)" in out
     assert "regraded a: 2, b: 1; repriced nothing" in out  # the served answers, by the judge
     assert scores(uri, "a") == {"t0": 0.9, "t1": 0.3, "t2": 0.3, "t3": 0.9} and scores(uri, "b") == {"t0": 0.3, "t1": 0.9, "t2": 0.9, "t3": 0.3}
-    calls = len(local.requests)
+    calls = len(local.bodies)
     assert "regraded nothing; repriced nothing" in cli("refresh", "--models", tmp_path / "models", "--tasks", "traffic", "--judge", judge, "--no-evaluate", "--store", uri)
-    assert len(local.requests) == calls
+    assert len(local.bodies) == calls
 
 
 MATH = [f"math: what is {x} times {x + 3}?" for x in range(4, 9)] + [f"math: solve {x}y + {x + 1} = 0 for y" for x in range(2, 7)]
