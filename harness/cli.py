@@ -346,6 +346,7 @@ def _evaluate_and_print(
         )
     result, st = done.result, done.store
     partial = {r.family: r.partial for r in result.families}
+    fill_in = {r.family: r.fill_in for r in result.families}
     notes = {r.family: r.notes for r in result.families}
     cost_sources = _cost_sources_by_family(st, spec.models)
     for fam in result.summary.itertuples():
@@ -359,6 +360,8 @@ def _evaluate_and_print(
             console.print(f"  {line}")
         for model, covered in partial.get(fam.task_family, []):
             console.print(f"  {model} has outcomes for {covered} of {fam.prompts} prompts: only those are evaluated (--models picks the pool)")
+        if fill_in.get(fam.task_family):
+            console.print(f"  to evaluate on every prompt, {fill_in[fam.task_family]}", highlight=False)
     for family in result.skipped:
         console.print(f"skipped {result.why_skipped.get(family, f'{family}: no test prompt has an outcome for every model of its pool')}", highlight=False)
     if len(result.placement):

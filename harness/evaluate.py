@@ -91,6 +91,7 @@ class FamilyResult:
     partial: list[tuple[str, int]] = field(default_factory=list)  # pool models missing on some prompts: (model, prompts covered)
     n_train_complete: int | None = None  # training prompts with every outcome, what the other routers fit on
     complete_only: list[str] = field(default_factory=list)  # routers that fit on those alone, where that is fewer
+    fill_in: str = ""  # where some models lack outcomes: the commands that fill them in (:func:`missing_outcomes`)
 
     @property
     def notes(self) -> list[str]:
@@ -270,7 +271,7 @@ def evaluate(
         # no graded outcome at all (served traffic before it is judged): a pool of no models, nothing to route to
         folds, left_out = complete_folds(splitter(family, matrices)) if matrices[family].m else ([], 0)
         if sum(f.test.n for f in folds) == 0:
-            why_skipped[family] = missing_outcomes(store, family, spec.models)
+            why_skipped[family] = missing_outcomes(store, family, spec.models).line()
             if spec.families:
                 raise UserError(why_skipped[family])
             continue
@@ -296,6 +297,7 @@ def evaluate(
         pts, aiq = summaries[family]
         n_train = sum(f.train.n for f in folds)
         n_complete = sum(int(f.train.complete_rows().sum()) for f in folds)
+        partial = [(m, int(c)) for m, c in zip(matrices[family].models, matrices[family].coverage()) if c < matrices[family].n]
         results.append(
             FamilyResult(
                 family,
@@ -305,9 +307,10 @@ def evaluate(
                 n_train=n_train,
                 n_test=sum(f.test.n for f in folds),
                 n_left_out=left_out,
-                partial=[(m, int(c)) for m, c in zip(matrices[family].models, matrices[family].coverage()) if c < matrices[family].n],
+                partial=partial,
                 n_train_complete=n_complete,
                 complete_only=complete_only if n_complete < n_train else [],
+                fill_in=missing_outcomes(store, family, spec.models).fill_in if partial else "",
             )
         )
     summary = pd.DataFrame(
@@ -335,36 +338,53 @@ def evaluate(
     )
 
 
-def missing_outcomes(store: Store, family: str, models: tuple[str, ...] | None = None) -> str:
-    """Why no prompt of ``family`` has a graded outcome of every model, in one line: per model of the
-    pool (``models``, else every model with an outcome row there, graded or not) how many prompts
-    it has graded, answered but not graded, and not answered, and the commands that fill them in
-    (for served traffic with the judge, :mod:`harness.grading.judged`)."""
+@dataclass(frozen=True)
+class Missing:
+    """What keeps prompts of a family from a graded outcome of every model of its pool."""
+
+    family: str
+    pool: list[str]  # ``--models``, else every model with an outcome row there, graded or not
+    per_model: str  # "a: 2 of 4 graded, 2 not answered; b: …"
+    fill_in: str  # the commands that fill it in ("" when nothing is missing)
+
+    def line(self) -> str:
+        """The one line for a family that has no test prompt to evaluate on."""
+        if not self.pool:
+            return f"task family '{self.family}' has no outcome of any model: {self.fill_in}"
+        return f"task family '{self.family}' has no test prompt with a graded outcome of every model ({', '.join(self.pool)}): {self.per_model}" + (
+            f"; {self.fill_in}" if self.fill_in else ""
+        )
+
+
+def missing_outcomes(store: Store, family: str, models: tuple[str, ...] | None = None) -> Missing:
+    """Per model of the pool, how many prompts of ``family`` it has graded, answered but not graded,
+    and not answered, and the commands that fill them in (served traffic's with the judge,
+    :mod:`harness.grading.judged`)."""
     from harness.grading.judged import judged_families
 
     prompts = store.prompts(["sample_id", "task_family", "gold", "meta"], families=[family])
-    outcomes = store.outcomes(["sample_id", "model", "response", "score", "error"], models=list(models) if models else None)
+    outcomes = store.outcomes(["sample_id", "model", "score", "error"], models=list(models) if models else None)  # not the responses: large
     outcomes = outcomes[outcomes["sample_id"].isin(prompts["sample_id"])]
     pool = list(models) if models else sorted(outcomes["model"].unique())
     graded = outcomes["score"].notna()
-    answered = outcomes["response"].notna() & ~outcomes["error"].fillna("").str.startswith("engine:")
-    counts = pd.DataFrame({"model": outcomes["model"], "graded": graded, "ungraded": answered & ~graded}).groupby("model").sum().reindex(pool, fill_value=0)
+    ungraded = ~graded & ~outcomes["error"].fillna("").str.startswith("engine:")  # answered: a grader error, no gold, or never graded (served)
+    counts = pd.DataFrame({"model": outcomes["model"], "graded": graded, "ungraded": ungraded}).groupby("model").sum().reindex(pool, fill_value=0)
     n = len(prompts)
     unanswered = n - counts["graded"] - counts["ungraded"]
     judge = " --judge model_configs/<judge>.yaml" if judged_families(prompts, store.families()) else ""
-    each = "; ".join(
+    extend = f"`routerbench extend --model <config>.yaml --tasks {family}{judge}`"
+    if not pool:
+        return Missing(family, pool, "", f"answer its {n} prompts with {extend} for each model of the pool")
+    per_model = "; ".join(
         f"{m}: {g} of {n} graded" + (f", {u} answered but not graded" if u else "") + (f", {a} not answered" if a else "")
         for m, g, u, a in zip(pool, counts["graded"], counts["ungraded"], unanswered)
     )
-    extend = f"`routerbench extend --model <config>.yaml --tasks {family}{judge}`"
-    if not pool:
-        return f"task family '{family}' has no outcome of any model: answer its {n} prompts with {extend} for each model of the pool"
     fixes = []
     if (unanswered > 0).any():
         fixes.append(f"answer them with {extend} for {', '.join(m for m, a in zip(pool, unanswered) if a)}")
     if (counts["ungraded"] > 0).any():
         fixes.append(f"grade the answers with `routerbench regrade --family {family}{judge}`")
-    return f"task family '{family}' has no test prompt with a graded outcome of every model ({', '.join(pool)}): {each}" + "".join(f"; {f}" for f in fixes)
+    return Missing(family, pool, per_model, "; ".join(fixes))
 
 
 def choose_pools(matrices: dict[str, OutcomeMatrix], models: tuple[str, ...] | None, shared: bool) -> dict[str, OutcomeMatrix]:

@@ -1,5 +1,10 @@
-"""Served traffic becomes evaluation data: rows written as `routerbench serve` writes them, graded
-later by the LLM judge (`regrade --family traffic --judge …`), idempotently, failures retried."""
+"""Served traffic becomes evaluation data. Rows written as `routerbench serve` writes them are graded
+later by the LLM judge (`regrade --family traffic --judge …`: idempotent, failures retried, nothing
+of a row lost); the other models answer the served prompts (`extend --tasks traffic --judge …`: as
+served, a model's own served answers kept); `evaluate --tasks traffic` says what is missing until
+every model has graded answers, then judges routers on the traffic (`refresh --tasks traffic` does
+it all on a schedule). One local server plays the models and the judge; the slow test runs the
+whole loop on 40 requests and checks AIQ against a computation by hand."""
 
 from __future__ import annotations
 
@@ -233,6 +238,12 @@ def test_extend_answers_served_traffic_with_the_other_models_and_the_judge(tmp_p
         assert f"{model}: 0 prompts to do (4 already done)" in cli("extend", "--model", configs[model], "--tasks", "traffic", "--judge", judge, "--store", uri)
     assert len(local.bodies) == calls
 
+    # the served answers are not graded yet: evaluate runs on the prompts both models have graded, and says what grades the rest
+    evaluate_args = ("evaluate", "--tasks", "traffic", "--routers", "oracle", "--split", "kfold:2", "--bootstrap", "0", "--sequential")
+    printed = cli(*evaluate_args, "--out", tmp_path / "partial", "--store", uri)
+    assert "3 test prompts left out" in printed and "a has outcomes for 2 of 4 prompts" in printed
+    assert "to evaluate on every prompt, grade the answers with `routerbench regrade --family traffic --judge model_configs/<judge>.yaml`" in printed
+
     # the served answers, graded by regrade: every traffic prompt has a graded outcome of a and b
     assert cli("regrade", "--family", "traffic", "--judge", judge, "--store", uri).strip().endswith("regraded a: 2, b: 1")
     assert scores(uri, "a") == {"t0": 0.9, "t1": 0.3, "t2": 0.3, "t3": 0.9} and scores(uri, "b") == {"t0": 0.3, "t1": 0.9, "t2": 0.9, "t3": 0.3}
@@ -240,7 +251,7 @@ def test_extend_answers_served_traffic_with_the_other_models_and_the_judge(tmp_p
     # evaluate judges routers on it as on any family: a is cheap, b dear, each right on one topic
     cost = {m: float(load_model_config(configs[m]).price.cost(np.array([10.0]), np.array([5.0]))[0]) for m in ("a", "b")}
     res = tmp_path / "results"
-    cli("evaluate", "--tasks", "traffic", "--routers", "oracle", "--split", "kfold:2", "--bootstrap", "0", "--sequential", "--out", res, "--store", uri)
+    assert "to evaluate on every prompt" not in cli(*evaluate_args, "--out", res, "--store", uri)
     points = pd.read_parquet(res / "points.parquet").set_index(["router", "config"])
     assert points.loc[("llm", "a"), ["cost", "quality"]].tolist() == pytest.approx([cost["a"], 0.6])
     assert points.loc[("llm", "b"), ["cost", "quality"]].tolist() == pytest.approx([cost["b"], 0.6])
