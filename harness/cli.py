@@ -480,6 +480,9 @@ def regrade(
 
     counts = run_regrade(open_store(store), list(_csv(models) or ()) or None, grader_options=_grader_options(judge, unsafe_sandbox), family=family)
     console.print("regraded " + (", ".join(f"{m}: {n}" for m, n in sorted(counts.items())) or "nothing: every grade is current"))
+    if counts.failed:
+        failed = ", ".join(f"{m}: {n}" for m, n in sorted(counts.failed.items()))
+        console.print(f"  still without a grade ({failed}): the grader's errors are recorded per outcome; a rerun retries them", highlight=False)
 
 
 @app.command()

@@ -92,6 +92,15 @@ def stale_grades(
     return rows.assign(grader_name=[k[1] for k in keys], grade_with=grade_with)[stale].reset_index(drop=True)
 
 
+class Regraded(dict):
+    """Outcomes graded again, per model; ``failed``: of those, per model, the ones still without a
+    grade (a grader error, e.g. the judge's engine failing: recorded, and retried by a later run)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failed: dict[str, int] = {}
+
+
 def regrade(
     store: Store,
     models: list[str] | None = None,
@@ -99,7 +108,7 @@ def regrade(
     grader_options: Mapping[str, Any] | None = None,
     chunk: int = 512,
     family: str | None = None,
-) -> dict[str, int]:
+) -> Regraded:
     """Grade stale outcomes again from their stored responses; returns regraded counts per model.
     ``grader_options`` are the run's (``{"judge": path, "unsafe_sandbox": True}``). ``family``: only
     that task family's outcomes, ungraded ones too; served traffic is graded by the judge
@@ -112,7 +121,7 @@ def regrade(
             raise UserError(f"--family {family}: no prompts of that task family in {store.uri} (it has: {', '.join(known) or 'none'})")
         families = with_judge(store, prompts, [family], families, grader_options or {}, flag="--family")
     rows = stale_grades(store, models, dict(grader_options or {}), families, family)
-    counts: dict[str, int] = {}
+    counts = Regraded()
     tags = rows["grade_with"].map(lambda o: "+".join(o.tags()))
     for (name, _), group in rows.groupby([rows["grader_name"], tags], sort=True):
         # keys read and this machine checked (bubblewrap for code) once per grader, before its outcomes are written
@@ -124,6 +133,8 @@ def regrade(
             store.append(outcomes=out, overwrite=True, source="regrade")
             for model, n in out["model"].value_counts().items():
                 counts[str(model)] = counts.get(str(model), 0) + int(n)
+            for model, n in out.loc[out["score"].isna(), "model"].value_counts().items():
+                counts.failed[str(model)] = counts.failed.get(str(model), 0) + int(n)
     return counts
 
 

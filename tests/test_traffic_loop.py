@@ -105,8 +105,9 @@ def test_regrade_family_traffic_scores_served_rows_with_the_judge(tmp_path: Path
     assert cli_error("regrade", "--family", "nope", "--judge", cfg, "--store", uri).startswith("--family nope: no prompts of that task family")
     assert cli("regrade", "--store", uri).strip().endswith("nothing: every grade is current")  # without --family: traffic is not graded
 
-    local.down = True  # failed judge calls: recorded as grader errors, no score
-    assert cli("regrade", "--family", "traffic", "--judge", cfg, "--store", uri).strip().endswith("regraded a: 2, b: 1")
+    local.down = True  # failed judge calls: recorded as grader errors, no score, and said
+    printed = cli("regrade", "--family", "traffic", "--judge", cfg, "--store", uri).strip().splitlines()
+    assert printed[-2:] == ["regraded a: 2, b: 1", "  still without a grade (a: 2, b: 1): the grader's errors are recorded per outcome; a rerun retries them"]
     out = Store(uri).outcomes().set_index(["sample_id", "model"]).sort_index()
     served = out.loc[["traffic-000", "traffic-001", "traffic-002"]]
     assert served["score"].isna().all() and served["error"].str.startswith("grader:judge engine").all()
