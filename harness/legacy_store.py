@@ -237,7 +237,7 @@ class LegacyStore(StoreReader):
 
     # ------------------------------------------------------------------ writing
     @_storage_op
-    def append_tables(self, tables: dict[TableSpec, pa.Table], *, overwrite: bool = False, source: str = "append") -> AppendResult:
+    def append_tables(self, tables: dict[TableSpec, pa.Table], *, overwrite: bool = False, source: str = "append", fresh_keys: bool = False) -> AppendResult:  # noqa: ARG002 - keys checked always
         """Append Arrow tables (already in their table's schema) in one atomic commit.
 
         Without ``overwrite`` each key is written once: keys stored when the append starts are

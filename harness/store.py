@@ -15,7 +15,10 @@ version and inserts the absent rows with a MERGE whose predicate names those par
 conflict check fails that commit if another writer added files there since, and the append starts
 over from the new version, skipping what the other wrote (counted in ``raced`` where the values
 differ). Writers of different models touch different partitions and never conflict. ``overwrite``
-updates stored values instead (a MERGE that also updates matches).
+updates stored values instead (a MERGE that also updates matches). Rows whose keys were generated
+just now (``fresh_keys``: served traffic) are a blind Delta append instead, which reads no stored
+key and never conflicts with another append: a writer that commits every few seconds for days
+would otherwise read the whole table's keys at every commit.
 
 Versions are per table. A :class:`Store` reads the latest versions unless pinned (``as_of`` or
 ``versions``); :meth:`Store.pinned` fixes the current ones, so that an evaluation reads one state
@@ -307,7 +310,7 @@ class StoreReader:
     def read_table(self, table: TableSpec, columns: list[str] | None = None, partitions: Iterable[str] | None = None) -> pa.Table:
         raise NotImplementedError
 
-    def append_tables(self, tables: dict[TableSpec, pa.Table], *, overwrite: bool = False, source: str = "append") -> AppendResult:
+    def append_tables(self, tables: dict[TableSpec, pa.Table], *, overwrite: bool = False, source: str = "append", fresh_keys: bool = False) -> AppendResult:
         raise NotImplementedError
 
     def models(self) -> list[str]:
@@ -350,18 +353,21 @@ class StoreReader:
         families: pd.DataFrame | None = None,
         overwrite: bool = False,
         source: str = "append",
+        fresh_keys: bool = False,
     ) -> AppendResult:
         """Add family settings, prompts and outcomes (in that order, so an outcome never lacks its prompt).
 
         A key already in the store is skipped (idempotent re-runs) unless ``overwrite``; a prompt
         whose sample_id exists with a different text is an error, since outcomes would silently
-        attach to the wrong question.
+        attach to the wrong question. ``fresh_keys``: the caller generated every key just now
+        (unique ids), so none is read back from the store; a caller that cannot be sure, such as
+        one retrying an append that failed after some of its commits, leaves it False.
         """
         tables = {}
         for frame, spec in ((families, FAMILIES), (prompts, PROMPTS), (outcomes, OUTCOMES)):
             if frame is not None and len(frame):
                 tables[spec] = _conform(frame, spec, source)
-        return self.append_tables(tables, overwrite=overwrite, source=source)
+        return self.append_tables(tables, overwrite=overwrite, source=source, fresh_keys=fresh_keys)
 
 
 class Store(StoreReader):
@@ -520,11 +526,12 @@ class Store(StoreReader):
 
     # ------------------------------------------------------------------ writing
     @_storage_op
-    def append_tables(self, tables: dict[TableSpec, pa.Table], *, overwrite: bool = False, source: str = "append") -> AppendResult:
+    def append_tables(self, tables: dict[TableSpec, pa.Table], *, overwrite: bool = False, source: str = "append", fresh_keys: bool = False) -> AppendResult:
         """Append Arrow tables (already in their schemas), one commit per table, in the order given.
 
         Without ``overwrite`` each key is written once: stored keys are skipped, and a commit that
         loses to a concurrent writer of the same partitions starts over from the new version.
+        ``fresh_keys``: keys generated just now, appended without reading the stored ones (:meth:`append`).
         """
         if self.is_pinned and {t.name for t in tables} & set(PINNED_TABLES):
             raise UserError(f"{self.uri}: a store read as of an earlier version cannot be written to")
@@ -533,17 +540,17 @@ class Store(StoreReader):
             self._check_outcomes_have_prompts(tables[OUTCOMES], tables.get(PROMPTS), source)
         result = AppendResult({}, {})
         for spec in sorted(tables, key=lambda s: s is OUTCOMES):  # prompts before the outcomes that need them
-            self._commit(spec, tables[spec], overwrite, source, result)
+            self._commit(spec, tables[spec], overwrite, source, result, fresh_keys)
         return result
 
-    def _commit(self, spec: TableSpec, tbl: pa.Table, overwrite: bool, source: str, result: AppendResult) -> None:
+    def _commit(self, spec: TableSpec, tbl: pa.Table, overwrite: bool, source: str, result: AppendResult, fresh_keys: bool = False) -> None:
         """Insert ``tbl``'s absent keys (or upsert, ``overwrite``) in one commit, starting over when a concurrent writer wins."""
         dl = _delta()
         meta = {SOURCE_KEY: source[:500]}
         first_differ = None
         for attempt in range(MAX_ATTEMPTS):
             dt = self._latest(spec)
-            todo, known, differ = (tbl, 0, 0) if overwrite or dt is None else self._drop_existing(spec, tbl, source, dt)
+            todo, known, differ = (tbl, 0, 0) if overwrite or fresh_keys or dt is None else self._drop_existing(spec, tbl, source, dt)
             if first_differ is None:
                 first_differ = differ
             result.added[spec.name], result.skipped[spec.name] = len(todo), known
@@ -557,6 +564,8 @@ class Store(StoreReader):
                         self.table_uri(spec), todo, mode="error", partition_by=[spec.partition_by] if spec.partition_by else None,
                         storage_options=self.storage_options, commit_properties=dl.CommitProperties(custom_metadata=meta, max_commit_retries=0),
                     )
+                elif fresh_keys and not overwrite:  # a blind append: appends commute, delta-rs commits it over any concurrent one
+                    dl.write_deltalake(dt, todo, mode="append", partition_by=[spec.partition_by] if spec.partition_by else None, commit_properties=dl.CommitProperties(custom_metadata=meta))
                 else:
                     merge = dt.merge(todo, _merge_predicate(spec, todo), source_alias="s", target_alias="t", commit_properties=dl.CommitProperties(custom_metadata=meta))
                     if overwrite:
@@ -587,6 +596,8 @@ class Store(StoreReader):
         return drop_known(spec, tbl, _scan(dt, spec, compared_columns(spec), partitions).to_pandas(), source)
 
     def _check_outcomes_have_prompts(self, o_tbl: pa.Table, p_tbl: pa.Table | None, source: str) -> None:
+        if p_tbl is not None and pc.all(pc.is_in(o_tbl.column("sample_id"), value_set=p_tbl.column("sample_id"))).as_py():
+            return  # every outcome comes with its prompt: no need to read the stored ones
         check_have_prompts(o_tbl, p_tbl, self.read_table(PROMPTS, ["sample_id"]).column("sample_id").to_pandas(), source)
 
     # ------------------------------------------------------------------ housekeeping

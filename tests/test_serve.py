@@ -162,7 +162,9 @@ def test_traffic_rows_reach_the_store_in_batches(tmp_path: Path) -> None:
     prompts = store.prompts(families=["traffic"])
     outcomes = store.outcomes()
     assert len(prompts) == 30 and set(prompts["task"]) == {"traffic"} and prompts["gold"].isna().all()
-    assert json.loads(prompts["meta"].iloc[0])["route"] == SETTING
+    meta = prompts.merge(outcomes, on="sample_id")
+    assert [json.loads(m)["route"] for m in meta["meta"]] == [SETTING] * 30
+    assert [json.loads(m)["model"] for m in meta["meta"]] == meta["model"].tolist()  # the model the user got, kept once others answer too
     assert len(outcomes) == 30 and outcomes["score"].isna().all() and set(outcomes["model"]) == {"model-a", "model-b"}
     assert len(store.history()) <= 6  # batched: a handful of commits, not one per row
 
@@ -184,6 +186,37 @@ def test_a_store_outage_is_retried_counted_and_never_blocks(tmp_path: Path) -> N
     stats = writer.close(timeout_s=20)
     assert (stats.written, stats.pending) == (5, 0)
     assert len(Store(blocker / "store").outcomes()) == 5
+
+
+def test_traffic_appends_read_no_keys_and_a_retry_after_half_an_append_writes_each_row_once(tmp_path: Path) -> None:
+    """Traffic ids are new, so a batch is a blind append (no MERGE reading the stored keys); an
+    append that failed between its prompts and its outcomes commit is retried as a checked one."""
+    root = tmp_path / "store"
+    writer = TrafficWriter(str(root), flush_s=0.02, max_backoff_s=0.05)
+    for i in range(3):
+        writer.add(_row(i))
+    assert writer.flush(20).written == 3
+    writer.add(_row(3))
+    assert writer.flush(20).written == 4
+    (root / "outcomes").rename(tmp_path / "outcomes-away")
+    (root / "outcomes").write_text("the outcomes table is out of reach")  # the prompts commit succeeds, the outcomes one fails
+    for i in range(4, 9):
+        writer.add(_row(i))
+    deadline = time.monotonic() + 20
+    while writer.stats().failed_appends < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert writer.stats().failed_appends >= 2 and len(Store(root).prompts(families=["traffic"])) == 9  # half of the append is in
+    (root / "outcomes").unlink()
+    (tmp_path / "outcomes-away").rename(root / "outcomes")
+    stats = writer.close(timeout_s=20)
+    assert (stats.written, stats.pending) == (9, 0)
+    store = Store(root)
+    prompts, outcomes = store.prompts(families=["traffic"]), store.outcomes()
+    assert len(prompts) == 9 and prompts["sample_id"].is_unique  # the retry did not append the prompts again
+    assert len(outcomes) == 9 and set(outcomes["sample_id"]) == set(prompts["sample_id"])
+    ops = store.history().groupby("table")["operation"].apply(list)
+    assert ops["prompts"] == ["WRITE", "WRITE", "WRITE"]  # created, then blind appends (the retry added nothing: no commit)
+    assert ops["outcomes"] == ["WRITE", "WRITE", "MERGE"]  # the retried batch's outcomes: a checked append
 
 
 def test_metrics_add_up_every_replicas_reports_for_prometheus_and_the_status_table() -> None:

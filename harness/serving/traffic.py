@@ -2,15 +2,19 @@
 
 A request only puts its row on a queue (no I/O, no lock held for long); the writer thread appends
 what has queued ``flush_s`` seconds after the first row of a batch came (sooner once ``batch_rows``
-rows wait) as one ``Store.append`` (a prompts commit, then an outcomes commit). A failed append (store down, a
+rows wait) as one ``Store.append`` (a prompts commit, then an outcomes commit). Its sample_ids are
+new (:meth:`TrafficRow.new_id`), so the append reads no stored key (``fresh_keys``: its cost stays
+flat as the traffic grows); after a failure, which may have come between the two commits, the
+next append checks keys as any append does, so a retried row is written once. A failed append (store down, a
 conflict) keeps the rows and is retried with exponential backoff up to ``max_backoff_s``; the
 failures are counted and the last error kept, so operators see them (``/v1/routerbench/status``,
 ``/metrics``), while requests keep being answered. Rows beyond ``max_pending`` (a long outage)
 are dropped oldest first, and counted as dropped.
 
 Traffic rows have no gold and no score: prompts in family ``traffic`` (task = the family), with
-the route in ``meta`` (setting, router, config, λ, predicted quality and cost); outcomes keyed by
-``(sample_id, model actually used)``, with response, tokens, cost, latency, the model config's
+the route in ``meta`` (setting, the model it chose, router, config, λ, predicted quality and cost;
+once other models answer the prompt too, it still says which answer the user got); outcomes keyed
+by ``(sample_id, model actually used)``, with response, tokens, cost, latency, the model config's
 ``config_hash`` and ``engine:<kind>`` in ``error`` for a failed upstream call.
 """
 
@@ -77,7 +81,7 @@ class WriterStats:
 def traffic_frames(rows: list[TrafficRow], family: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The prompts and outcomes frames of a batch (one frame build, no per-row appends)."""
     df = pd.DataFrame([asdict(r) for r in rows])
-    meta = [json.dumps({"route": r.route, "router": r.router, "config": r.config, "lam": r.lam, "predicted_quality": r.predicted_quality, "predicted_cost": r.predicted_cost}) for r in rows]
+    meta = [json.dumps({"route": r.route, "model": r.model, "router": r.router, "config": r.config, "lam": r.lam, "predicted_quality": r.predicted_quality, "predicted_cost": r.predicted_cost}) for r in rows]
     prompts = pd.DataFrame({"sample_id": df["sample_id"], "task": family, "task_family": family, "prompt": df["prompt"], "gold": None, "meta": meta, "created_at": df["created_at"]})
     outcomes = df[["sample_id", "model", "response", "input_tokens", "output_tokens", "cost_usd", "latency_s", "config_hash", "error", "created_at"]].assign(
         score=None, cost_source="tokens×price", grader=None
@@ -172,6 +176,7 @@ class TrafficWriter:
     def _run(self) -> None:
         store: Store | None = None
         backoff = 0.0
+        fresh = True  # False after a failed append: some of its rows may be stored already
         while True:
             batch = self._take()
             if not batch:
@@ -181,18 +186,19 @@ class TrafficWriter:
             try:
                 prompts, outcomes = traffic_frames(batch, self.family)
                 store = store or Store(self.store_uri)  # opened here: an unreachable store is an outage too
-                store.append(prompts, outcomes, source=f"serve traffic ({self.family})")
+                store.append(prompts, outcomes, source=f"serve traffic ({self.family})", fresh_keys=fresh)
             except Exception as exc:  # noqa: BLE001 - any store failure: keep the rows, retry later
                 self.failed_appends += 1
                 self.last_error = f"{type(exc).__name__}: {first_line(exc)}"[:300]
                 log.warning("traffic: %d rows not written yet (%s); retrying", len(batch), self.last_error)
                 self._put_back(batch)
+                fresh = False
                 backoff = min(self.max_backoff_s, max(0.05, 2 * backoff))
                 if self._closing:
                     return
                 time.sleep(backoff)
                 continue
-            backoff = 0.0
+            backoff, fresh = 0.0, True
             with self._wake:
                 self.written += len(batch)
                 self._in_flight = 0
