@@ -47,6 +47,24 @@ def test_knn_with_k1_reproduces_training_labels() -> None:
     np.testing.assert_array_equal(router.predict(train), train.scores)
 
 
+@pytest.mark.parametrize("metric", ["cosine", "euclidean"])
+@pytest.mark.parametrize("depth", [1, 7, 60])
+def test_knns_own_search_finds_sklearns_neighbours_at_sklearns_distances(metric: str, depth: int) -> None:
+    from sklearn.neighbors import NearestNeighbors
+
+    from routers.knn import brute_kneighbors, search_rows
+
+    rng = np.random.default_rng(depth)
+    train, queries = rng.normal(size=(60, 8)), rng.normal(size=(9, 8))
+    train[3] = 0.0  # a zero row: cosine similarity 0, as sklearn's normalize leaves it
+    queries[0] = train[5]  # a query that is a training row: distance 0
+    want_d, want_i = NearestNeighbors(metric=metric, algorithm="brute").fit(train).kneighbors(queries, n_neighbors=depth)
+    got_d, got_i = brute_kneighbors(search_rows(train, metric), metric, queries, depth)
+    np.testing.assert_array_equal(got_i, want_i)
+    np.testing.assert_allclose(got_d, want_d, rtol=1e-9, atol=1e-7)  # √ of rounding error at distance 0
+    assert got_i[0, 0] == 5 and got_d[0, 0] == pytest.approx(0.0, abs=1e-7)
+
+
 def test_knn_routes_each_cluster_to_the_right_model() -> None:
     train, test = clustered(seed=0), clustered(seed=1)
     router = KNNRouter(RoutingOptions(lambdas=(1e-6, 1.0, 1e6)), k=5, metric="cosine")
