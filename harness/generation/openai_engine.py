@@ -165,6 +165,7 @@ async def _events(response: aiohttp.ClientResponse) -> AsyncIterator[dict[str, A
             continue  # blank separators, comments, event names
         data = text[5:].strip()
         if data == "[DONE]":
+            await response.content.read()  # to the end of the body: the connection is then reused, not dropped
             return
         try:
             doc = json.loads(data)
