@@ -4,7 +4,9 @@ the server's whole process group gone after close."""
 
 from __future__ import annotations
 
+import logging
 import os
+import signal
 import socket
 import time
 from pathlib import Path
@@ -45,6 +47,24 @@ def test_a_server_that_fails_to_start_is_one_line_and_leaves_nothing(tmp_path: P
         engine.start()
     message = str(err.value)
     assert message.startswith("gemma.yaml: llama.cpp server exited") and "--no_such_flag" in message and "\n" not in message
+    engine.close()
+
+
+@pytest.mark.slow
+def test_a_server_that_dies_is_named_with_why_in_each_failed_answer(ray_local, caplog: pytest.LogCaptureFixture) -> None:
+    """A llama.cpp build for another CPU dies of SIGILL at its first matrix product, after it
+    answered /v1/models: every request then failed as a bare connection error."""
+    config = load_model_config(GEMMA)
+    engine = build_engine(config.model_copy(update={"limits": config.limits.model_copy(update={"max_retries": 0, "timeout_s": 30})}))
+    engine.start()
+    assert engine.generate([Request("before", [{"role": "user", "content": "Hello"}], 2)])[0].ok
+    os.kill(engine.server.proc.pid, signal.SIGILL)
+    engine.server.proc.wait(30)
+    with caplog.at_level(logging.ERROR):
+        after = engine.generate([Request("after", [{"role": "user", "content": "Hello"}], 2)])[0]
+    assert not after.ok and after.error == "connection"
+    assert "killed by SIGILL" in after.error_detail and "GGML_NATIVE=OFF" in after.error_detail
+    assert sum("killed by SIGILL" in r.getMessage() for r in caplog.records) == 1
     engine.close()
 
 

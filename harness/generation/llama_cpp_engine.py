@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import logging
 import os
 import signal
 import socket
@@ -36,6 +37,8 @@ from harness.generation.base import Engine, Request, Result, custom_resources
 from harness.generation.cost import DeviceClock
 from harness.generation.openai_engine import OpenAIEngine
 from harness.model_config import ModelConfig, Price
+
+logger = logging.getLogger(__name__)
 
 STARTUP_TIMEOUT_S = 180.0
 DEFAULT_ARGS = {"n_ctx": 2048}
@@ -149,6 +152,19 @@ class LlamaCppServer:
     def stop(self) -> None:
         self._finalizer()
 
+    def died(self) -> str | None:
+        """Why the server is gone, if it is (its exit status or signal, and its log's last lines)."""
+        code = self.proc.poll()
+        if code is None:
+            return None
+        if code < 0 and -code == signal.SIGILL:
+            how = "was killed by SIGILL: its llama.cpp build uses CPU instructions this machine lacks (a wheel built on another CPU, e.g. from a shared pip cache); rebuild it for any x86-64 with AVX2: CMAKE_ARGS=-DGGML_NATIVE=OFF pip install --force-reinstall --no-cache-dir 'llama-cpp-python[server]'"
+        elif code < 0:
+            how = f"was killed by {signal.Signals(-code).name}"
+        else:
+            how = f"exited with status {code}"
+        return f"the llama.cpp server {how}; its log: {self.log_tail()}"
+
 
 class LlamaCppEngine(Engine):
     self_hosted = True
@@ -186,10 +202,21 @@ class LlamaCppEngine(Engine):
         return self.server.url
 
     def stream(self, requests: Iterable[Request]) -> Iterator[Result]:
+        """Answers as they come. A server that died meanwhile is said once, in the log, with why
+        (SIGILL: a build for another CPU), and each failed answer carries that as its detail rather
+        than a bare connection error; they are stored as engine failures, which a rerun asks again."""
         self.start()
-        assert self._client is not None
+        assert self._client is not None and self.server is not None
         clock = DeviceClock(self.config)
+        said = False
         for results in self._client.stream_batches(requests):
+            if (why := self.server.died()) is not None:
+                if not said:
+                    logger.error("%s: %s", _where(self.config), why)
+                    said = True
+                for r in results:
+                    if not r.ok:
+                        r.error_detail = why[:500]
             yield from clock.charge(results)
 
     def close(self) -> None:
