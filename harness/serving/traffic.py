@@ -155,6 +155,8 @@ class TrafficWriter:
         """The next batch: what has queued ``flush_s`` after its first row came (sooner when full,
         flushed or closing)."""
         with self._wake:
+            if not self._rows:
+                self._flush_now = False  # asked for rows written since: it must not cut the next batch short
             while not self._rows and not self._closing:
                 self._wake.wait()
             deadline = time.monotonic() + self.flush_s
