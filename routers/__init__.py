@@ -8,7 +8,6 @@ entry-point group.
 from __future__ import annotations
 
 from harness.registry import load_object
-from routers import carrot, cascade, dual_encoder, irt, knn, mf, mlp, oracle, random_choice, single, svm, sw_ranking  # noqa: F401  (register the built-ins)
 from routers.base import ROUTERBENCH_LAMBDAS, Choices, PredictiveRouter, Router, Routing, RoutingOptions, config_label
 from routers.plugin import routers_from
 from routers.registry import ROUTERS
