@@ -73,12 +73,12 @@ class Registry(Generic[T]):
     def _load_plugins(self) -> None:
         if self._plugins_loaded:
             return
-        self._plugins_loaded = True
         for module in self._modules:
             importlib.import_module(module)
         if self.entry_point_group:
             for ep in entry_points(group=self.entry_point_group):
                 self._entries.setdefault(ep.name, ep.value)
+        self._plugins_loaded = True  # only now: another thread's lookup meanwhile loads (and waits on the imports) too
 
     def names(self) -> list[str]:
         self._load_plugins()
