@@ -54,7 +54,7 @@ class Registry(Generic[T]):
         self.entry_point_group = entry_point_group
         self._entries: dict[str, T | str] = {}
         self._modules = built_in_modules
-        self._plugins_loaded = entry_point_group is None and not built_in_modules
+        self._plugins_loaded = False  # built-in modules and entry points, on the first lookup
         for name, obj in (built_in or {}).items():
             self.add(name, obj)
 
